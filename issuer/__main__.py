@@ -1,0 +1,224 @@
+"""The ``trusted-issuer`` command: parses arguments and calls the signer. Bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from issuer.errors import TrustedIssuerError
+from issuer.settings import Settings
+from issuer.signer.devtoken import DEFAULT_DIR, DEFAULT_LABEL, init_dev_token
+from issuer.signer.keys import Algorithm
+from issuer.signer.policy import Policy, parse_duration
+from issuer.signer.pool import SignerPool
+from issuer.signer.worker import IssuerKey
+from issuer.signer.x509 import SigningRequest
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(TrustedIssuerError):
+    default_reason = "BadInput"
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
+def _token_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("token (flags override TRUSTED_ISSUER_* variables)")
+    group.add_argument("--module", help="PKCS#11 module path (TRUSTED_ISSUER_PKCS11_MODULE)")
+    group.add_argument("--token-label", help="token label (TRUSTED_ISSUER_TOKEN_LABEL)")
+    group.add_argument("--token-serial", help="token serial (TRUSTED_ISSUER_TOKEN_SERIAL)")
+    group.add_argument(
+        "--pin-file",
+        type=Path,
+        help="file holding the user PIN (TRUSTED_ISSUER_PIN_FILE; else TRUSTED_ISSUER_PIN)",
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        pkcs11_module=args.module,
+        token_label=args.token_label,
+        token_serial=args.token_serial,
+        pin_file=args.pin_file,
+        workers=1,
+    )
+
+
+def _pool(settings: Settings) -> SignerPool:
+    return SignerPool(1, start_method=settings.worker_start_method)  # type: ignore[arg-type]
+
+
+def cmd_init_dev_token(args: argparse.Namespace) -> int:
+    token, created = init_dev_token(Path(args.dir), args.label)
+    state = "created" if created else "already exists"
+    print(f"# SoftHSM2 token {token.label!r} {state} in {token.directory}", file=sys.stderr)
+    for name, value in token.env().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _pool(settings) as pool:
+        reports = pool.list_keys(settings.token())
+    rows = [
+        {
+            **r.handle.to_status(),
+            "sensitive": r.sensitive,
+            "extractable": r.extractable,
+            "alwaysSensitive": r.always_sensitive,
+            "neverExtractable": r.never_extractable,
+        }
+        for r in reports
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'LABEL':32} {'ALGORITHM':11} {'ID':32} {'SENSITIVE':9} {'EXTRACTABLE':11} PUBLIC-KEY-SHA256")
+    for row in rows:
+        print(
+            f"{row['keyLabel']:32} {row['algorithm']:11} {row['keyID']:32} {row['sensitive']!s:9} "
+            f"{row['extractable']!s:11} {row['publicKeySHA256']}"
+        )
+    return 0
+
+
+def cmd_ca_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    token = settings.token()
+    duration = parse_duration(args.duration)
+    with _pool(settings) as pool:
+        if args.existing_key:
+            handle = pool.find_key(token, args.key_label)
+            if handle.algorithm is not args.algorithm:
+                raise UsageError(
+                    f"key {args.key_label!r} is {handle.algorithm.value}, not {args.algorithm.value}"
+                )
+        else:
+            handle = pool.generate_key(token, args.algorithm, args.key_label)
+        pem = pool.create_self_signed_ca(
+            token, handle, args.subject, duration, path_length=args.path_len, rsa_pss=args.rsa_pss
+        )
+    Path(args.out).write_bytes(pem)
+    print(json.dumps({"keyHandle": handle.to_status(), "caCertificate": args.out}, indent=2))
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    if args.policy is None:
+        # The CLI is the CA administrator's tool: it may sign intermediate CAs unless a policy says no.
+        return Policy(allow_ca=True)
+    try:
+        spec = yaml.safe_load(_read(args.policy, "policy file"))
+    except yaml.YAMLError as err:
+        raise UsageError(f"policy file {args.policy} is not YAML: {err}") from None
+    if not isinstance(spec, dict):
+        raise UsageError(f"policy file {args.policy} must hold a mapping")
+    return Policy.from_spec(spec)
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    token = settings.token()
+    ca_pem = _read(args.ca_cert, "CA certificate")
+    request = SigningRequest(
+        csr_pem=_read(args.csr, "CSR"),
+        duration=parse_duration(args.duration) if args.duration else None,
+        is_ca=args.is_ca,
+        usages=tuple(args.usage or ()),
+    )
+    policy = _policy(args)
+    with _pool(settings) as pool:
+        handle = pool.find_key(token, args.key_label)
+        bundle = pool.sign(IssuerKey(token, handle, ca_pem, policy, args.rsa_pss), request)
+    sys.stdout.write(bundle.chain_pem.decode())
+    if args.ca_out:
+        Path(args.ca_out).write_bytes(bundle.ca_pem)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trusted-issuer",
+        description="A cert-manager issuer whose CA key lives only inside a PKCS#11 token.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    hsm = commands.add_parser("hsm", help="token set-up and inspection").add_subparsers(
+        dest="hsm", required=True
+    )
+    init = hsm.add_parser("init-dev-token", help="create a SoftHSM2 development token in a project directory")
+    init.add_argument("--dir", default=str(DEFAULT_DIR), help=f"token directory (default {DEFAULT_DIR})")
+    init.add_argument("--label", default=DEFAULT_LABEL, help=f"token label (default {DEFAULT_LABEL})")
+    init.set_defaults(run=cmd_init_dev_token)
+    keys = hsm.add_parser("keys", help="list key handles in the token (never key material)")
+    _token_args(keys)
+    keys.add_argument("--json", action="store_true", help="print JSON")
+    keys.set_defaults(run=cmd_keys)
+
+    ca = commands.add_parser("ca", help="CA certificates").add_subparsers(dest="ca", required=True)
+    create = ca.add_parser(
+        "create", help="generate a key in the token and a self-signed CA certificate for it"
+    )
+    _token_args(create)
+    create.add_argument("--key-label", required=True)
+    create.add_argument(
+        "--algorithm",
+        type=Algorithm.parse,
+        default=Algorithm.ECDSA_P256,
+        help="ecdsa-p256 (default), ecdsa-p384, rsa-2048, rsa-3072, rsa-4096 or ed25519",
+    )
+    create.add_argument("--subject", required=True, help='RFC 4514 name, e.g. "CN=mesh root,O=example"')
+    create.add_argument("--duration", default="87600h", help="Go duration (default 87600h, ten years)")
+    create.add_argument("--path-len", type=int, default=None, help="basicConstraints pathLenConstraint")
+    create.add_argument("--rsa-pss", action="store_true", help="sign with RSASSA-PSS instead of PKCS#1 v1.5")
+    create.add_argument(
+        "--existing-key", action="store_true", help="certify the key already under --key-label"
+    )
+    create.add_argument("--out", required=True, help="where to write the CA certificate (PEM)")
+    create.set_defaults(run=cmd_ca_create)
+
+    sign = commands.add_parser("sign", help="sign a CSR; prints the chain (leaf first) as PEM")
+    _token_args(sign)
+    sign.add_argument("--key-label", required=True)
+    sign.add_argument("--ca-cert", required=True, help="the issuing CA certificate (and chain), PEM")
+    sign.add_argument("--csr", required=True, help="the PKCS#10 request, PEM")
+    sign.add_argument("--duration", help="Go duration, e.g. 24h (default: the policy's, 2160h)")
+    sign.add_argument(
+        "--usage", action="append", help="a cert-manager usage, e.g. 'server auth' (repeatable)"
+    )
+    sign.add_argument("--is-ca", action="store_true", help="issue a CA certificate")
+    sign.add_argument("--rsa-pss", action="store_true", help="sign with RSASSA-PSS (RSA CA keys)")
+    sign.add_argument("--policy", help="YAML/JSON file in the shape of an issuer's spec.policy")
+    sign.add_argument("--ca-out", help="also write the root CA certificate (PEM) here")
+    sign.set_defaults(run=cmd_sign)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: Any = args.run(args)
+    except TrustedIssuerError as err:
+        print(f"trusted-issuer: error: {err.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    return int(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

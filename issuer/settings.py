@@ -1,0 +1,82 @@
+"""Settings read once from the environment (``TRUSTED_ISSUER_*``) and command-line flags, then frozen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from issuer.api import ENV_PREFIX
+from issuer.errors import ConfigurationError
+from issuer.signer.keys import PinSource, TokenConfig
+
+#: Debian's and Ubuntu's SoftHSM2 module; any PKCS#11 module path may replace it.
+DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+PIN_ENV = f"{ENV_PREFIX}PIN"
+PIN_FILE_ENV = f"{ENV_PREFIX}PIN_FILE"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator- and CLI-level settings. Secret values are never held here, only where they come from."""
+
+    pkcs11_module: str = DEFAULT_PKCS11_MODULE
+    token_label: str | None = None
+    token_serial: str | None = None
+    pin_file: Path | None = None
+    workers: int = max(1, os.cpu_count() or 1)
+    worker_start_method: str = "spawn"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``env`` (default: the process environment); non-None overrides win."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(ENV_PREFIX + name, "").strip()
+            return value or None
+
+        values: dict[str, object] = {}
+        if get("PKCS11_MODULE"):
+            values["pkcs11_module"] = get("PKCS11_MODULE")
+        values["token_label"] = get("TOKEN_LABEL")
+        values["token_serial"] = get("TOKEN_SERIAL")
+        if get("PIN_FILE"):
+            values["pin_file"] = Path(str(get("PIN_FILE")))
+        if get("WORKERS"):
+            try:
+                values["workers"] = int(str(get("WORKERS")))
+            except ValueError:
+                raise ConfigurationError(f"{ENV_PREFIX}WORKERS must be a whole number") from None
+        if get("WORKER_START_METHOD"):
+            values["worker_start_method"] = get("WORKER_START_METHOD")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.workers < 1:
+            raise ConfigurationError(f"{ENV_PREFIX}WORKERS must be at least 1")
+        if self.worker_start_method not in ("spawn", "forkserver"):
+            raise ConfigurationError(f"{ENV_PREFIX}WORKER_START_METHOD must be spawn or forkserver")
+
+    def pin_source(self) -> PinSource:
+        """A PIN file wins over ``TRUSTED_ISSUER_PIN``: files stay out of the process environment."""
+        if self.pin_file is not None:
+            return PinSource(file=self.pin_file)
+        return PinSource(env=PIN_ENV)
+
+    def token(self) -> TokenConfig:
+        if not self.token_label and not self.token_serial:
+            raise ConfigurationError(
+                "name the token: --token-label, --token-serial, "
+                f"{ENV_PREFIX}TOKEN_LABEL or {ENV_PREFIX}TOKEN_SERIAL"
+            )
+        return TokenConfig(
+            module=self.pkcs11_module,
+            token_label=self.token_label,
+            token_serial=self.token_serial,
+            pin=self.pin_source(),
+        )

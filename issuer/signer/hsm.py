@@ -1,0 +1,544 @@
+"""The only module that imports ``pkcs11``: modules, tokens, sessions, CA keys and raw signatures.
+
+Every PKCS#11 exception is mapped once, in :func:`classify`, to the error vocabulary of
+``issuer.errors``. Callers get plain data (``KeyHandle``, public keys, signature bytes) and never a
+PKCS#11 object. Use this module from one thread per process: python-pkcs11 0.10.1 with SoftHSM2 2.6.1
+crashes when two threads sign on two sessions at once, so concurrency comes from worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+import pkcs11.exceptions as p11err
+from asn1crypto.core import ObjectIdentifier, OctetString
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+
+from issuer.errors import ConfigurationError, IssuerError, PermanentError, RetryableError, TrustedIssuerError
+from issuer.signer.keys import Algorithm, KeyHandle, PublicKey, TokenConfig, public_key_fingerprint
+
+ED25519_OID = "1.3.101.112"
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+# Attributes every CA private key is created with: it can sign and do nothing else, and never leaves
+# the token. MODIFIABLE=false stops anyone from granting it decrypt/unwrap later; COPYABLE=false stops a
+# C_CopyObject into a key with weaker attributes.
+PRIVATE_KEY_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.SIGN: True,
+    Attribute.SIGN_RECOVER: False,
+    Attribute.DECRYPT: False,
+    Attribute.UNWRAP: False,
+    Attribute.DERIVE: False,
+    Attribute.MODIFIABLE: False,
+    Attribute.COPYABLE: False,
+}
+PUBLIC_KEY_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: False,
+    Attribute.VERIFY: True,
+    Attribute.ENCRYPT: False,
+    Attribute.WRAP: False,
+    Attribute.DERIVE: False,
+    Attribute.MODIFIABLE: False,
+}
+
+# Mapping of python-pkcs11's one-class-per-CKR exceptions to our vocabulary. The classification is ours:
+# a broken PIN, token, key or mechanism is the issuer's fault and waits for a person; a lost session or
+# a busy device is passing and is retried.
+_ISSUER_FAULTS: dict[type[Exception], tuple[str, str]] = {
+    p11err.PinIncorrect: ("PINIncorrect", "the token rejected the PIN"),
+    p11err.PinLocked: ("PINLocked", "the token's user PIN is locked"),
+    p11err.PinExpired: ("PINExpired", "the token's user PIN has expired"),
+    p11err.PinInvalid: ("PINInvalid", "the PIN has characters the token does not accept"),
+    p11err.PinLenRange: ("PINInvalid", "the PIN's length is outside the token's range"),
+    p11err.UserPinNotInitialized: ("PINNotInitialized", "the token's user PIN was never set"),
+    p11err.NoSuchToken: ("TokenNotFound", "no such token"),
+    p11err.TokenNotRecognised: ("TokenNotFound", "the token is not recognised"),
+    p11err.MultipleTokensReturned: ("TokenAmbiguous", "more than one token matches"),
+    p11err.NoSuchKey: ("KeyNotFound", "the key is not in the token"),
+    p11err.MultipleObjectsReturned: ("KeyAmbiguous", "more than one key matches"),
+    p11err.MechanismInvalid: ("MechanismNotSupported", "the token does not support the mechanism"),
+    p11err.MechanismParamInvalid: ("MechanismNotSupported", "the token rejects the mechanism's parameters"),
+    p11err.KeySizeRange: ("MechanismNotSupported", "the token does not support this key size"),
+    p11err.DomainParamsInvalid: ("MechanismNotSupported", "the token does not support this curve"),
+    p11err.FunctionNotSupported: ("MechanismNotSupported", "the token does not support the operation"),
+    p11err.KeyTypeInconsistent: ("KeyInvalid", "the key does not fit the mechanism"),
+    p11err.TemplateInconsistent: ("TokenRefused", "the token refused the key template"),
+    p11err.TemplateIncomplete: ("TokenRefused", "the token refused the key template"),
+    p11err.AttributeValueInvalid: ("TokenRefused", "the token refused an attribute value"),
+    p11err.TokenWriteProtected: ("TokenReadOnly", "the token is write-protected"),
+    p11err.UserNotLoggedIn: ("NotLoggedIn", "the session is not logged in"),
+}
+_PASSING_FAULTS: dict[type[Exception], str] = {
+    p11err.SessionClosed: "the token session was closed",
+    p11err.SessionHandleInvalid: "the token session is no longer valid",
+    p11err.SessionCount: "the token has no free sessions",
+    p11err.DeviceRemoved: "the token was removed",
+    p11err.TokenNotPresent: "the token is not present",
+    p11err.DeviceError: "the token reported a device error",
+    p11err.DeviceMemory: "the token ran out of memory",
+    p11err.HostMemory: "the PKCS#11 module ran out of memory",
+    p11err.FunctionFailed: "the token operation failed",
+    p11err.GeneralError: "the PKCS#11 module reported a general error",
+    p11err.OperationActive: "another token operation is active on the session",
+    p11err.ObjectHandleInvalid: "a token object handle became invalid",
+    p11err.KeyHandleInvalid: "a token key handle became invalid",
+}
+
+#: Faults after which the session (and possibly the module) must be reopened.
+SESSION_FAULTS = (
+    p11err.SessionClosed,
+    p11err.SessionHandleInvalid,
+    p11err.DeviceRemoved,
+    p11err.TokenNotPresent,
+    p11err.DeviceError,
+    p11err.ObjectHandleInvalid,
+    p11err.KeyHandleInvalid,
+    p11err.UserNotLoggedIn,
+    p11err.GeneralError,
+)
+
+
+def classify(exc: BaseException, where: str) -> TrustedIssuerError:
+    """Translate a python-pkcs11 exception into our error vocabulary, naming ``where`` it happened.
+
+    The message carries the operation and the CKR meaning, never arguments (a PIN, data to sign).
+    """
+    if isinstance(exc, TrustedIssuerError):
+        return exc
+    for kind, (reason, text) in _ISSUER_FAULTS.items():
+        if isinstance(exc, kind):
+            return IssuerError(f"{where}: {text}", reason)
+    for kind, text in _PASSING_FAULTS.items():
+        if isinstance(exc, kind):
+            return RetryableError(f"{where}: {text}", "TokenUnavailable")
+    if isinstance(exc, p11err.PKCS11Error):
+        return RetryableError(f"{where}: PKCS#11 error {type(exc).__name__}", "TokenError")
+    return RetryableError(f"{where}: unexpected {type(exc).__name__}", "TokenError")
+
+
+@contextmanager
+def token_errors(where: str) -> Iterator[None]:
+    """Re-raise any PKCS#11 failure inside the block as our vocabulary, without chaining its arguments."""
+    try:
+        yield
+    except TrustedIssuerError:
+        raise
+    except p11err.PKCS11Error as exc:
+        raise classify(exc, where) from None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip().rstrip("\x00").strip()
+    return str(value).strip()
+
+
+@dataclass
+class SigningKey:
+    """A CA private key found in an open session, ready to sign; bound to that session's lifetime."""
+
+    handle: KeyHandle
+    public_key: PublicKey
+    _private: Any  # pkcs11 PrivateKey
+
+    def sign(
+        self,
+        data: bytes,
+        algorithm: hashes.HashAlgorithm | None,
+        *,
+        pss: bool = False,
+    ) -> bytes:
+        """Sign ``data`` inside the token; the result is in the encoding X.509 expects (DER for ECDSA)."""
+        family = self.handle.algorithm.family
+        with token_errors(f"signing with key {self.handle.key_label!r}"):
+            if family == "ed25519":
+                return bytes(self._private.sign(data, mechanism=Mechanism.EDDSA))
+            if algorithm is None:
+                raise PermanentError(f"{family} signatures need a digest algorithm")
+            if family == "ec":
+                # SoftHSM2 2.6.1 has no CKM_ECDSA_SHA256: hash here, sign the digest in the token.
+                digest = hashlib.new(algorithm.name, data).digest()
+                raw = bytes(self._private.sign(digest, mechanism=Mechanism.ECDSA))
+                half = len(raw) // 2
+                return encode_dss_signature(int.from_bytes(raw[:half]), int.from_bytes(raw[half:]))
+            mechanism, hash_mech, mgf = _RSA_MECHANISMS[algorithm.name]
+            if pss:
+                return bytes(
+                    self._private.sign(
+                        data,
+                        mechanism=mechanism[1],
+                        mechanism_param=(hash_mech, mgf, algorithm.digest_size),
+                    )
+                )
+            return bytes(self._private.sign(data, mechanism=mechanism[0]))
+
+
+_RSA_MECHANISMS: dict[str, tuple[tuple[Mechanism, Mechanism], Mechanism, Any]] = {
+    "sha256": (
+        (Mechanism.SHA256_RSA_PKCS, Mechanism.SHA256_RSA_PKCS_PSS),
+        Mechanism.SHA256,
+        pkcs11.MGF.SHA256,
+    ),
+    "sha384": (
+        (Mechanism.SHA384_RSA_PKCS, Mechanism.SHA384_RSA_PKCS_PSS),
+        Mechanism.SHA384,
+        pkcs11.MGF.SHA384,
+    ),
+    "sha512": (
+        (Mechanism.SHA512_RSA_PKCS, Mechanism.SHA512_RSA_PKCS_PSS),
+        Mechanism.SHA512,
+        pkcs11.MGF.SHA512,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class KeyReport:
+    """What ``hsm keys`` shows of a key pair: its handle and the protection flags, never material."""
+
+    handle: KeyHandle
+    sensitive: bool
+    extractable: bool
+    always_sensitive: bool
+    never_extractable: bool
+
+
+class TokenSession:
+    """One logged-in read-write session on one token, for use by a single thread."""
+
+    def __init__(self, config: TokenConfig) -> None:
+        self.config = config
+        self._lib = _load_module(config.module)
+        where = f"opening {config.describe()}"
+        with token_errors(where):
+            if config.token_serial:
+                token = self._lib.get_token(token_serial=config.token_serial.encode())
+            else:
+                token = self._lib.get_token(token_label=config.token_label)
+        self.token_label = _text(token.label)
+        self.token_serial = _text(token.serial)
+        pin = config.pin.read()
+        with token_errors(f"logging in to {config.describe()}"):
+            self._session = token.open(rw=True, user_pin=pin)
+        del pin
+        self._keys: dict[tuple[str, str], SigningKey] = {}
+
+    def close(self) -> None:
+        """Close the session; errors on close are irrelevant because the session is gone either way."""
+        self._keys.clear()
+        with contextlib.suppress(p11err.PKCS11Error):
+            self._session.close()
+
+    # -- keys -----------------------------------------------------------------------------------------
+
+    def generate_key(self, algorithm: Algorithm, key_label: str) -> KeyHandle:
+        """Generate a sign-only, sensitive, non-extractable key pair inside the token.
+
+        The CKA_ID is 16 random bytes, so two keys never share an id even under one label; a label that
+        is already taken is refused so that a label always names one key.
+        """
+        _check_label(key_label)
+        with token_errors(f"looking up key label {key_label!r}"):
+            taken = list(self._session.get_objects({Attribute.LABEL: key_label}))
+        if taken:
+            raise PermanentError(f"{self.config.describe()} already holds a key labelled {key_label!r}")
+        key_id = secrets.token_bytes(16)
+        common = {Attribute.LABEL: key_label, Attribute.ID: key_id}
+        private = {**PRIVATE_KEY_TEMPLATE, **common}
+        public = {**PUBLIC_KEY_TEMPLATE, **common}
+        with token_errors(f"generating a {algorithm.value} key in {self.config.describe()}"):
+            if algorithm.family == "rsa":
+                public[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
+                pub, priv = self._session.generate_keypair(
+                    KeyType.RSA,
+                    algorithm.rsa_bits,
+                    mechanism=Mechanism.RSA_PKCS_KEY_PAIR_GEN,
+                    public_template=public,
+                    private_template=private,
+                    store=True,
+                )
+            elif algorithm.family == "ec":
+                public[Attribute.EC_PARAMS] = encode_named_curve_parameters(algorithm.curve_name)
+                pub, priv = self._session.generate_keypair(
+                    KeyType.EC,
+                    0,
+                    mechanism=Mechanism.EC_KEY_PAIR_GEN,
+                    public_template=public,
+                    private_template=private,
+                    store=True,
+                )
+            else:
+                public[Attribute.EC_PARAMS] = ObjectIdentifier(ED25519_OID).dump()
+                pub, priv = self._session.generate_keypair(
+                    KeyType.EC_EDWARDS,
+                    0,
+                    mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+                    public_template=public,
+                    private_template=private,
+                    store=True,
+                )
+        public_key = _public_key(pub, algorithm)
+        handle = KeyHandle(
+            token_label=self.token_label,
+            token_serial=self.token_serial,
+            key_label=key_label,
+            key_id=key_id.hex(),
+            algorithm=algorithm,
+            public_key_sha256=public_key_fingerprint(public_key),
+        )
+        self._keys[(handle.key_id, handle.key_label)] = SigningKey(handle, public_key, priv)
+        return handle
+
+    def signing_key(self, handle: KeyHandle) -> SigningKey:
+        """The key a handle names, proven to be that key, cached for the session's lifetime.
+
+        Refuses a key whose public key does not hash to the recorded fingerprint, or whose private half
+        does not produce signatures that the recorded public key verifies: a swapped object in the
+        token is an error, never silently used.
+        """
+        cached = self._keys.get((handle.key_id, handle.key_label))
+        if cached is not None and cached.handle == handle:
+            return cached
+        self._check_token(handle)
+        where = f"finding key {handle.key_label!r} (id {handle.key_id})"
+        try:
+            key_id = bytes.fromhex(handle.key_id)
+        except ValueError:
+            raise IssuerError(f"{where}: the recorded key id is not hex", "KeyHandleInvalid") from None
+        with token_errors(where):
+            priv = self._session.get_key(
+                object_class=ObjectClass.PRIVATE_KEY, id=key_id, label=handle.key_label
+            )
+            pub = self._session.get_key(
+                object_class=ObjectClass.PUBLIC_KEY, id=key_id, label=handle.key_label
+            )
+        public_key = _public_key(pub, handle.algorithm)
+        if public_key_fingerprint(public_key) != handle.public_key_sha256:
+            raise IssuerError(
+                f"{where}: the token's public key does not match the recorded fingerprint "
+                f"{handle.public_key_sha256[:16]}…",
+                "KeyMismatch",
+            )
+        key = SigningKey(handle, public_key, priv)
+        _prove_possession(key)
+        self._keys[(handle.key_id, handle.key_label)] = key
+        return key
+
+    def find_by_label(self, key_label: str) -> KeyHandle:
+        """The handle of the one key pair labelled ``key_label`` (the CLI names keys by label)."""
+        with token_errors(f"finding key {key_label!r}"):
+            priv = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
+        return self._describe(priv).handle
+
+    def list_keys(self) -> list[KeyReport]:
+        """Every private key in the token with its handle and protection flags."""
+        with token_errors(f"listing keys in {self.config.describe()}"):
+            found = list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        reports = []
+        for priv in found:
+            try:
+                reports.append(self._describe(priv))
+            except TrustedIssuerError:
+                continue  # keys we cannot describe (unsupported type, no public half) are not ours
+        return sorted(reports, key=lambda r: r.handle.key_label)
+
+    def destroy_key(self, handle: KeyHandle) -> None:
+        """Destroy both halves of the key pair a handle names (an explicit, irreversible choice)."""
+        self.signing_key(handle)  # proves it is the recorded key before anything is destroyed
+        key_id = bytes.fromhex(handle.key_id)
+        with token_errors(f"destroying key {handle.key_label!r}"):
+            for obj in list(
+                self._session.get_objects({Attribute.ID: key_id, Attribute.LABEL: handle.key_label})
+            ):
+                obj.destroy()
+        self._keys.pop((handle.key_id, handle.key_label), None)
+
+    # -- inspection (tests and `hsm keys`) -----------------------------------------------------------
+
+    def private_key_attribute(self, handle: KeyHandle, attribute: str) -> Any:
+        """Read one attribute of a CA private key as the token answers it (the security tests ask for
+        CKA_VALUE and friends and expect a refusal)."""
+        key = self.signing_key(handle)
+        with token_errors(f"reading {attribute} of key {handle.key_label!r}"):
+            try:
+                return key._private[Attribute[attribute]]
+            except p11err.AttributeSensitive:
+                raise PermanentError(
+                    f"the token refuses to reveal {attribute}", "AttributeSensitive"
+                ) from None
+
+    def try_wrap_out(self, handle: KeyHandle) -> None:
+        """Attempt to export the CA private key under a fresh session AES key with C_WrapKey.
+
+        Exists so tests can prove the token refuses; raises PermanentError(reason="KeyUnextractable")
+        when it does, and returns only if the token wrongly exported the key (the wrapped bytes are
+        discarded immediately).
+        """
+        key = self.signing_key(handle)
+        with token_errors("creating a session wrapping key"):
+            wrapper = self._session.generate_key(
+                KeyType.AES,
+                256,
+                template={Attribute.TOKEN: False, Attribute.WRAP: True, Attribute.EXTRACTABLE: False},
+            )
+        try:
+            with token_errors(f"wrapping key {handle.key_label!r}"):
+                try:
+                    wrapper.wrap_key(key._private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                except (p11err.KeyUnextractable, p11err.KeyNotWrappable):
+                    raise PermanentError("the token refuses to export the key", "KeyUnextractable") from None
+        finally:
+            with token_errors("destroying the session wrapping key"):
+                wrapper.destroy()
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _check_token(self, handle: KeyHandle) -> None:
+        if handle.token_serial and handle.token_serial != self.token_serial:
+            raise IssuerError(
+                f"key {handle.key_label!r} was recorded in token serial {handle.token_serial!r}, "
+                f"but {self.config.describe()} has serial {self.token_serial!r}",
+                "TokenMismatch",
+            )
+
+    def _describe(self, priv: Any) -> KeyReport:
+        with token_errors("describing a key"):
+            key_id = bytes(priv[Attribute.ID])
+            label = _text(priv[Attribute.LABEL])
+            key_type = priv.key_type
+            pub = self._session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key_id)
+            flags = [
+                bool(priv[a])
+                for a in (
+                    Attribute.SENSITIVE,
+                    Attribute.EXTRACTABLE,
+                    Attribute.ALWAYS_SENSITIVE,
+                    Attribute.NEVER_EXTRACTABLE,
+                )
+            ]
+        if key_type == KeyType.EC_EDWARDS:
+            algorithm = Algorithm.ED25519
+            public_key: PublicKey = _public_key(pub, algorithm)
+        else:
+            with token_errors("reading a public key"):
+                if key_type == KeyType.RSA:
+                    public_key = _rsa_public_key(pub)
+                elif key_type == KeyType.EC:
+                    public_key = _ec_public_key(pub)
+                else:
+                    raise PermanentError(f"unsupported key type {key_type}")
+            algorithm = Algorithm.of_public_key(public_key)
+        handle = KeyHandle(
+            token_label=self.token_label,
+            token_serial=self.token_serial,
+            key_label=label,
+            key_id=key_id.hex(),
+            algorithm=algorithm,
+            public_key_sha256=public_key_fingerprint(public_key),
+        )
+        return KeyReport(handle, *flags)
+
+
+_MODULES: dict[str, Any] = {}
+
+
+def _load_module(path: str) -> Any:
+    """Load (once per process) the PKCS#11 module at ``path``."""
+    if path in _MODULES:
+        return _MODULES[path]
+    if not Path(path).is_file():
+        raise ConfigurationError(f"PKCS#11 module {path} does not exist")
+    try:
+        lib = pkcs11.lib(path)
+    except p11err.PKCS11Error as exc:
+        raise ConfigurationError(f"cannot load PKCS#11 module {path}: {type(exc).__name__}") from None
+    _MODULES[path] = lib
+    return lib
+
+
+def reset_module(path: str) -> None:
+    """Finalize and re-initialize a module so it rescans its slots (after a token went away)."""
+    lib = _MODULES.get(path)
+    if lib is None:
+        return
+    try:
+        lib.reinitialize()
+    except p11err.PKCS11Error:
+        _MODULES.pop(path, None)
+
+
+def _check_label(label: str) -> None:
+    if not LABEL_PATTERN.match(label):
+        raise PermanentError(
+            f"key label {label!r} is not allowed: use 1 to 128 letters, digits and ._:/@+- "
+            "starting with a letter or digit"
+        )
+
+
+def _rsa_public_key(pub: Any) -> rsa.RSAPublicKey:
+    modulus = int.from_bytes(bytes(pub[Attribute.MODULUS]))
+    exponent = int.from_bytes(bytes(pub[Attribute.PUBLIC_EXPONENT]))
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def _ec_public_key(pub: Any) -> ec.EllipticCurvePublicKey:
+    key = serialization.load_der_public_key(encode_ec_public_key(pub))
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return key
+
+
+def _public_key(pub: Any, algorithm: Algorithm) -> PublicKey:
+    where = f"reading the {algorithm.value} public key"
+    with token_errors(where):
+        if algorithm.family == "rsa":
+            key: PublicKey = _rsa_public_key(pub)
+        elif algorithm.family == "ec":
+            key = _ec_public_key(pub)
+        else:
+            point = bytes(pub[Attribute.EC_POINT])
+            raw = bytes(OctetString.load(point)) if len(point) != 32 else point
+            key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+    if Algorithm.of_public_key(key) is not algorithm:
+        raise IssuerError(f"{where}: the token holds a different kind of key", "KeyMismatch")
+    return key
+
+
+def _prove_possession(key: SigningKey) -> None:
+    """Sign a random challenge in the token and verify it with the recorded public key."""
+    challenge = b"trusted-issuer key check " + secrets.token_bytes(16)
+    algorithm = key.handle.algorithm.signature_hash()
+    signature = key.sign(challenge, algorithm)
+    public = key.public_key
+    try:
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, challenge)
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            assert algorithm is not None
+            public.verify(signature, challenge, ec.ECDSA(algorithm))
+        else:
+            assert algorithm is not None
+            public.verify(signature, challenge, padding.PKCS1v15(), algorithm)
+    except InvalidSignature:
+        raise IssuerError(
+            f"key {key.handle.key_label!r}: the private key in the token does not match its public key",
+            "KeyMismatch",
+        ) from None

@@ -1,0 +1,162 @@
+"""Key algorithms, key handles and PIN sources: the plain data that describes a CA key in a token.
+
+Nothing here talks to a token; these values cross process boundaries and are written to CRD status.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from issuer.errors import ConfigurationError, IssuerError
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class Algorithm(enum.StrEnum):
+    """A CA key algorithm; the value is the spelling used on the CLI and in the CRDs."""
+
+    ECDSA_P256 = "ecdsa-p256"
+    ECDSA_P384 = "ecdsa-p384"
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+    ED25519 = "ed25519"
+
+    @property
+    def family(self) -> str:
+        """``"ec"``, ``"rsa"`` or ``"ed25519"``."""
+        return self.value.split("-")[0].replace("ecdsa", "ec")
+
+    @property
+    def rsa_bits(self) -> int:
+        return int(self.value.split("-")[1]) if self.family == "rsa" else 0
+
+    @property
+    def curve_name(self) -> str:
+        """The named curve (cryptography's ``EllipticCurve.name``), empty for non-EC keys."""
+        return {"ecdsa-p256": "secp256r1", "ecdsa-p384": "secp384r1"}.get(self.value, "")
+
+    def signature_hash(self) -> hashes.HashAlgorithm | None:
+        """The digest this key signs certificates with: matched to the curve's strength for ECDSA."""
+        if self is Algorithm.ED25519:
+            return None
+        if self is Algorithm.ECDSA_P384:
+            return hashes.SHA384()
+        return hashes.SHA256()
+
+    @classmethod
+    def parse(cls, text: str) -> Algorithm:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            choices = ", ".join(a.value for a in cls)
+            raise ConfigurationError(f"unknown key algorithm {text!r}: choose one of {choices}") from None
+
+    @classmethod
+    def of_public_key(cls, key: PublicKey) -> Algorithm:
+        """The algorithm of a public key, or ConfigurationError if we cannot hold such a CA key."""
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            return cls.ED25519
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            by_curve = {"secp256r1": cls.ECDSA_P256, "secp384r1": cls.ECDSA_P384}
+            if key.curve.name in by_curve:
+                return by_curve[key.curve.name]
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size in (2048, 3072, 4096):
+            return cls(f"rsa-{key.key_size}")
+        raise ConfigurationError(f"unsupported CA key type {type(key).__name__}")
+
+
+def public_key_fingerprint(key: PublicKey) -> str:
+    """SHA-256 of the DER SubjectPublicKeyInfo, lowercase hex: how a CA key is recognised everywhere."""
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyHandle:
+    """Where a CA key lives and how to recognise it again. Never key material: safe for status and logs."""
+
+    token_label: str
+    token_serial: str
+    key_label: str
+    key_id: str  # CKA_ID, lowercase hex
+    algorithm: Algorithm
+    public_key_sha256: str
+
+    def to_status(self) -> dict[str, str]:
+        """The camelCase shape recorded in an issuer's ``status.keyHandle``."""
+        return {
+            "tokenLabel": self.token_label,
+            "tokenSerial": self.token_serial,
+            "keyLabel": self.key_label,
+            "keyID": self.key_id,
+            "algorithm": self.algorithm.value,
+            "publicKeySHA256": self.public_key_sha256,
+        }
+
+    @classmethod
+    def from_status(cls, data: dict[str, Any]) -> KeyHandle:
+        try:
+            return cls(
+                token_label=str(data["tokenLabel"]),
+                token_serial=str(data.get("tokenSerial", "")),
+                key_label=str(data["keyLabel"]),
+                key_id=str(data["keyID"]).lower(),
+                algorithm=Algorithm.parse(str(data["algorithm"])),
+                public_key_sha256=str(data["publicKeySHA256"]).lower(),
+            )
+        except KeyError as missing:
+            raise IssuerError(f"recorded key handle lacks {missing.args[0]}", "KeyHandleInvalid") from None
+
+
+@dataclass(frozen=True)
+class PinSource:
+    """Where a token's user PIN is read from: a file (preferred) or an environment variable.
+
+    The PIN itself is never stored in this object, so it cannot leak through ``repr``, pickling to a
+    worker, or a traceback; it is read at login time only.
+    """
+
+    file: Path | None = None
+    env: str | None = None
+
+    def read(self) -> str:
+        if self.file is not None:
+            try:
+                text = self.file.read_text(encoding="utf-8")
+            except OSError as err:
+                raise ConfigurationError(f"cannot read PIN file {self.file}: {err.strerror}") from None
+            pin = text.rstrip("\r\n")
+            if not pin:
+                raise ConfigurationError(f"PIN file {self.file} is empty")
+            return pin
+        if self.env is not None:
+            pin = os.environ.get(self.env, "")
+            if not pin:
+                raise ConfigurationError(f"environment variable {self.env} holds no PIN")
+            return pin
+        raise ConfigurationError("no PIN configured: give a PIN file or TRUSTED_ISSUER_PIN")
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """How to reach one token: the PKCS#11 module, the token (by label or serial) and its PIN source."""
+
+    module: str
+    token_label: str | None = None
+    token_serial: str | None = None
+    pin: PinSource = PinSource()
+
+    def describe(self) -> str:
+        """A short, secret-free name of the token for messages."""
+        if self.token_label:
+            return f"token {self.token_label!r}"
+        return f"token with serial {self.token_serial!r}"

@@ -1,0 +1,400 @@
+"""Pure rules about what a certificate may say: durations, usages, basic constraints and SAN patterns.
+
+Nothing here does I/O or reads the clock; every violation is a ``PermanentError`` naming the rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from issuer.errors import PermanentError
+
+# -- durations in Go's time.ParseDuration syntax (what cert-manager writes: 2160h, 1h30m, 2160h0m0s) ----
+
+_GO_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+#: Longer than any CA could want; anything above is a typo or an attack, not a lifetime.
+ABSURD_DURATION = timedelta(days=365 * 100)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go duration string (``"2160h"``, ``"1h30m"``, ``"2160h0m0s"``, ``"90m"``).
+
+    Raises PermanentError for anything Go's ``time.ParseDuration`` would reject, and for negative or
+    absurd (over 100 years) values.
+    """
+    original = text
+    text = text.strip()
+    sign = 1
+    if text[:1] in "+-":
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    if text == "0":
+        return timedelta(0)
+    if not text:
+        raise PermanentError(f"duration {original!r} is empty")
+    seconds = 0.0
+    position = 0
+    while position < len(text):
+        match = _GO_PART.match(text, position)
+        if match is None:
+            raise PermanentError(
+                f"duration {original!r} is not a Go duration "
+                "(use units h, m, s, ms, us, ns as in 2160h or 1h30m)"
+            )
+        seconds += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        position = match.end()
+    if sign < 0 and seconds:
+        raise PermanentError(f"duration {original!r} is negative")
+    if seconds > ABSURD_DURATION.total_seconds():
+        raise PermanentError(f"duration {original!r} is longer than 100 years")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Format a duration the way Go prints one (``2160h0m0s``), to the second."""
+    total = int(value.total_seconds())
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes}m{seconds}s"
+
+
+# -- usages (cert-manager's KeyUsage strings) ------------------------------------------------------------
+
+KEY_USAGE_BITS = {
+    "signing": "digital_signature",
+    "digital signature": "digital_signature",
+    "content commitment": "content_commitment",
+    "key encipherment": "key_encipherment",
+    "key agreement": "key_agreement",
+    "data encipherment": "data_encipherment",
+    "cert sign": "key_cert_sign",
+    "crl sign": "crl_sign",
+    "encipher only": "encipher_only",
+    "decipher only": "decipher_only",
+}
+EXTENDED_KEY_USAGES = {
+    "any": ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    "server auth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "client auth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "code signing": ExtendedKeyUsageOID.CODE_SIGNING,
+    "email protection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "s/mime": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "ipsec end system": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.5"),
+    "ipsec tunnel": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.6"),
+    "ipsec user": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.7"),
+    "timestamping": ExtendedKeyUsageOID.TIME_STAMPING,
+    "ocsp signing": ExtendedKeyUsageOID.OCSP_SIGNING,
+    "microsoft sgc": x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.3"),
+    "netscape sgc": x509.ObjectIdentifier("2.16.840.1.113730.4.1"),
+}
+#: cert-manager's default when a request names no usages.
+DEFAULT_USAGES = ("digital signature", "key encipherment")
+ALL_USAGES = frozenset(KEY_USAGE_BITS) | frozenset(EXTENDED_KEY_USAGES)
+#: Key usages RFC 5480 (ECDSA) and RFC 8410 (Ed25519) forbid for those keys.
+FORBIDDEN_KEY_USAGE_BITS = {
+    "ec": frozenset({"key_encipherment", "data_encipherment"}),
+    "ed25519": frozenset(
+        {"key_encipherment", "data_encipherment", "key_agreement", "encipher_only", "decipher_only"}
+    ),
+    "rsa": frozenset({"key_agreement", "encipher_only", "decipher_only"}),
+}
+
+
+@dataclass(frozen=True)
+class Usages:
+    """Resolved usages: the KeyUsage bits and the ExtendedKeyUsage OIDs of a certificate."""
+
+    key_usage_bits: frozenset[str]
+    extended: tuple[x509.ObjectIdentifier, ...]
+
+
+def normalise_usages(usages: Iterable[str]) -> tuple[str, ...]:
+    """Lower-cased, de-duplicated usages in request order; unknown strings are a PermanentError."""
+    seen: list[str] = []
+    for usage in usages:
+        name = usage.strip().lower()
+        if name not in ALL_USAGES:
+            raise PermanentError(f"unknown usage {usage!r}")
+        if name not in seen:
+            seen.append(name)
+    return tuple(seen)
+
+
+def resolve_usages(usages: Sequence[str], *, is_ca: bool, key_family: str) -> Usages:
+    """The usages a certificate gets: the request's (or cert-manager's default), plus cert sign for a CA,
+    less the KeyUsage bits the subject key's algorithm forbids."""
+    names = normalise_usages(usages) or DEFAULT_USAGES
+    bits = {KEY_USAGE_BITS[n] for n in names if n in KEY_USAGE_BITS}
+    if is_ca:
+        bits.add("key_cert_sign")
+    if bits & {"encipher_only", "decipher_only"} and "key_agreement" not in bits:
+        raise PermanentError("usages 'encipher only' and 'decipher only' need 'key agreement'")
+    bits -= FORBIDDEN_KEY_USAGE_BITS.get(key_family, frozenset())
+    extended: list[x509.ObjectIdentifier] = []
+    for name in names:
+        oid = EXTENDED_KEY_USAGES.get(name)
+        if oid is not None and oid not in extended:
+            extended.append(oid)
+    return Usages(frozenset(bits), tuple(extended))
+
+
+def key_usage_extension(bits: frozenset[str]) -> x509.KeyUsage:
+    flags = {
+        name: name in bits
+        for name in (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        )
+    }
+    return x509.KeyUsage(**flags)
+
+
+# -- the per-issuer policy -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one issuer may sign. A ``None`` SAN rule admits any name of that kind; an empty tuple none.
+
+    - ``default_duration`` applies when a request names none; ``max_duration`` caps every certificate
+      (a longer request is shortened, as cert-manager's issuers clamp to the CA's validity).
+    - ``dns_domains``: a name is admitted if it equals a domain or lies under it on a label boundary; a
+      domain written with a leading dot (``.svc.cluster.local``) admits only names under it.
+    - ``uri_prefixes``: compared segment by segment after scheme and authority; a prefix ending in ``/``
+      admits only URIs below it.
+    """
+
+    default_duration: timedelta = timedelta(hours=2160)
+    max_duration: timedelta | None = None
+    min_duration: timedelta = timedelta(minutes=10)
+    allow_ca: bool = False
+    allowed_usages: frozenset[str] | None = None
+    dns_domains: tuple[str, ...] | None = None
+    uri_prefixes: tuple[str, ...] | None = None
+    ip_ranges: tuple[str, ...] | None = None
+    email_domains: tuple[str, ...] | None = None
+    _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_duration is not None and self.default_duration > self.max_duration:
+            raise PermanentError(
+                f"policy: defaultDuration {format_duration(self.default_duration)} exceeds "
+                f"maxDuration {format_duration(self.max_duration)}"
+            )
+        if self.allowed_usages is not None:
+            object.__setattr__(self, "allowed_usages", frozenset(normalise_usages(self.allowed_usages)))
+        for domain in self.dns_domains or ():
+            _check_dns_name(domain.lstrip("."), what="policy dnsDomains entry", allow_wildcard=False)
+        for prefix in self.uri_prefixes or ():
+            _split_uri(prefix, what="policy uriPrefixes entry")
+        try:
+            networks = tuple(ipaddress.ip_network(r, strict=False) for r in self.ip_ranges or ())
+        except ValueError as err:
+            raise PermanentError(f"policy: ipRanges: {err}") from None
+        object.__setattr__(self, "_networks", networks)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> Policy:
+        """Build a policy from the camelCase ``spec.policy`` of an issuer (or a CLI config)."""
+        spec = spec or {}
+
+        def names(key: str) -> tuple[str, ...] | None:
+            value = spec.get(key)
+            return None if value is None else tuple(str(v) for v in value)
+
+        usages = spec.get("allowedUsages")
+        kwargs: dict[str, Any] = {
+            "allow_ca": bool(spec.get("allowCA", False)),
+            "allowed_usages": None if usages is None else frozenset(str(u) for u in usages),
+            "dns_domains": names("dnsDomains"),
+            "uri_prefixes": names("uriPrefixes"),
+            "ip_ranges": names("ipRanges"),
+            "email_domains": names("emailDomains"),
+        }
+        for key, attr in (
+            ("defaultDuration", "default_duration"),
+            ("maxDuration", "max_duration"),
+            ("minDuration", "min_duration"),
+        ):
+            if spec.get(key):
+                kwargs[attr] = parse_duration(str(spec[key]))
+        return cls(**kwargs)
+
+    # -- checks --------------------------------------------------------------------------------------
+
+    def lifetime(self, requested: timedelta | None) -> timedelta:
+        """The lifetime to issue for a requested duration: default if absent, capped at the maximum."""
+        duration = self.default_duration if requested is None else requested
+        if duration <= timedelta(0):
+            raise PermanentError(f"duration {format_duration(duration)} is not positive")
+        if duration < self.min_duration:
+            raise PermanentError(
+                f"duration {format_duration(duration)} is shorter than the issuer's minimum "
+                f"{format_duration(self.min_duration)} (policy.minDuration)"
+            )
+        if self.max_duration is not None:
+            duration = min(duration, self.max_duration)
+        return duration
+
+    def check_request(self, *, is_ca: bool, usages: Sequence[str]) -> None:
+        if is_ca and not self.allow_ca:
+            raise PermanentError("policy forbids CA certificates (policy.allowCA is false)")
+        if self.allowed_usages is not None:
+            names = normalise_usages(usages) or DEFAULT_USAGES
+            refused = [n for n in names if n not in self.allowed_usages]
+            if refused:
+                raise PermanentError(f"policy forbids usages {', '.join(refused)} (policy.allowedUsages)")
+
+    def check_names(self, subject: x509.Name, names: Sequence[x509.GeneralName]) -> None:
+        """Every SAN, and a Common Name that a legacy client could read as a host name, must be allowed."""
+        for name in names:
+            if isinstance(name, x509.DNSName):
+                self._check_dns(name.value)
+            elif isinstance(name, x509.UniformResourceIdentifier):
+                self._check_uri(name.value)
+            elif isinstance(name, x509.IPAddress):
+                self._check_ip(name.value)
+            elif isinstance(name, x509.RFC822Name):
+                self._check_email(name.value)
+            elif self._restricts_names():
+                raise PermanentError(
+                    f"policy restricts names, so {type(name).__name__} SANs cannot be judged and are refused"
+                )
+        if self.dns_domains is not None:
+            san_dns = {n.value.lower() for n in names if isinstance(n, x509.DNSName)}
+            for attribute in subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
+                cn = str(attribute.value).lower()
+                if cn not in san_dns and _looks_like_host(cn):
+                    self._check_dns(cn, what="common name")
+
+    def _restricts_names(self) -> bool:
+        rules = (self.dns_domains, self.uri_prefixes, self.ip_ranges, self.email_domains)
+        return any(rule is not None for rule in rules)
+
+    def _check_dns(self, value: str, what: str = "DNS name") -> None:
+        if self.dns_domains is None:
+            return
+        name = value.lower().rstrip(".")
+        if not any(_under_domain(name, d) for d in self.dns_domains):
+            raise PermanentError(f"policy forbids {what} {value!r} (not under policy.dnsDomains)")
+
+    def _check_uri(self, value: str) -> None:
+        if self.uri_prefixes is None:
+            return
+        uri = _split_uri(value, what="URI SAN")
+        if not any(_under_prefix(uri, _split_uri(p, what="prefix")) for p in self.uri_prefixes):
+            raise PermanentError(f"policy forbids URI {value!r} (not under policy.uriPrefixes)")
+
+    def _check_ip(self, value: ipaddress.IPv4Address | ipaddress.IPv6Address | Any) -> None:
+        if self.ip_ranges is None:
+            return
+        if not isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address) or not any(
+            value in net for net in self._networks if net.version == value.version
+        ):
+            raise PermanentError(f"policy forbids IP address {value} (not in policy.ipRanges)")
+
+    def _check_email(self, value: str) -> None:
+        if self.email_domains is None:
+            return
+        domain = value.rpartition("@")[2].lower()
+        if not any(_under_domain(domain, d) for d in self.email_domains):
+            raise PermanentError(f"policy forbids email {value!r} (not under policy.emailDomains)")
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def _check_dns_name(name: str, *, what: str, allow_wildcard: bool = True) -> None:
+    """DNS syntax as certificates carry it: ASCII (A-labels), at most 253 characters, 63 per label,
+    and a wildcard only as the whole leftmost label."""
+    if not name or len(name) > 253 or not name.isascii():
+        raise PermanentError(f"{what} {name!r} is not a valid DNS name")
+    labels = name.lower().rstrip(".").split(".")
+    for index, label in enumerate(labels):
+        if label == "*" and index == 0 and allow_wildcard and len(labels) > 1:
+            continue
+        if not _DNS_LABEL.match(label):
+            raise PermanentError(f"{what} {name!r} is not a valid DNS name")
+
+
+def check_dns_name(name: str) -> None:
+    """Public form of the DNS syntax check, for SANs read from a CSR."""
+    _check_dns_name(name, what="DNS name")
+
+
+def _under_domain(name: str, domain: str) -> bool:
+    domain = domain.lower().rstrip(".")
+    if domain.startswith("."):
+        return name.endswith(domain) and len(name) > len(domain)
+    return name == domain or name.endswith("." + domain)
+
+
+def _looks_like_host(value: str) -> bool:
+    return "." in value and " " not in value and "@" not in value and "/" not in value
+
+
+_ENCODED_SEPARATORS = re.compile(r"%(2f|5c|2e|00)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _URI:
+    scheme: str
+    authority: str
+    segments: tuple[str, ...]
+    open_ended: bool  # written with a trailing "/"
+
+
+def _split_uri(value: str, *, what: str) -> _URI:
+    """Split a URI for segment-wise comparison, refusing what could make a prefix match lie:
+    dot segments, encoded separators or dots, backslashes, empty segments, user info."""
+    if not value.isascii() or any(ch in value for ch in "\\\x00 \t\r\n"):
+        raise PermanentError(f"{what} {value!r} has characters a URI may not carry")
+    if _ENCODED_SEPARATORS.search(value):
+        raise PermanentError(f"{what} {value!r} has percent-encoded separators or dots")
+    parts = urlsplit(value)
+    if not parts.scheme or not parts.netloc or "@" in parts.netloc:
+        raise PermanentError(f"{what} {value!r} needs a scheme and a host, without user info")
+    path = parts.path
+    segments = tuple(path.split("/")[1:]) if path else ()
+    open_ended = path.endswith("/")
+    if open_ended:
+        segments = segments[:-1]
+    if any(s in ("", ".", "..") for s in segments):
+        raise PermanentError(f"{what} {value!r} has empty, '.' or '..' path segments")
+    return _URI(parts.scheme.lower(), parts.netloc.lower(), segments, open_ended)
+
+
+def _under_prefix(uri: _URI, prefix: _URI) -> bool:
+    if (uri.scheme, uri.authority) != (prefix.scheme, prefix.authority):
+        return False
+    if uri.segments[: len(prefix.segments)] != prefix.segments:
+        return False
+    return not prefix.open_ended or len(uri.segments) > len(prefix.segments) or uri.open_ended

@@ -1,0 +1,195 @@
+"""What runs inside a signing worker process: one PKCS#11 context and one session per token.
+
+Each function here is a task the pool sends to a worker. They take and return plain, picklable data
+(``TokenConfig``, ``KeyHandle``, PEM bytes, ``SigningRequest``, ``PEMBundle``). A worker serves one task
+at a time, so its sessions are never shared between threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import resource
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from cryptography.hazmat.primitives import serialization
+
+from issuer.errors import RetryableError
+from issuer.signer import hsm
+from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig
+from issuer.signer.policy import Policy
+from issuer.signer.token_keys import TokenPrivateKey, token_private_key
+from issuer.signer.x509 import (
+    CAChain,
+    PEMBundle,
+    SigningRequest,
+    build_ca_certificate,
+    check_ca_usable,
+    issue_certificate,
+    load_csr,
+    parse_subject,
+)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    """Everything a worker needs to sign for one issuer: its token, key, CA chain and policy."""
+
+    token: TokenConfig
+    key: KeyHandle
+    ca_pem: bytes
+    policy: Policy = field(default_factory=Policy)
+    rsa_pss: bool = False
+
+
+_sessions: dict[TokenConfig, hsm.TokenSession] = {}
+
+
+def initialise() -> None:
+    """Worker start-up: no core dumps (a dump would hold the session's secrets), and no KeyboardInterrupt
+    tracebacks from workers when a person presses Ctrl-C on the CLI: the parent owns shutdown."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def session(config: TokenConfig) -> hsm.TokenSession:
+    """The worker's session on a token, opened (and logged in) on first use."""
+    existing = _sessions.get(config)
+    if existing is not None:
+        return existing
+    opened = hsm.TokenSession(config)
+    _sessions[config] = opened
+    return opened
+
+
+def forget(config: TokenConfig) -> None:
+    """Drop a token's session and make the module rescan, so the next task logs in afresh."""
+    stale = _sessions.pop(config, None)
+    if stale is not None:
+        stale.close()
+    if not any(c.module == config.module for c in _sessions):
+        hsm.reset_module(config.module)
+
+
+def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
+    """Run ``run(session)``; a fault that may have killed the session drops it so the next task
+    reopens it (the token came back, the PIN file changed)."""
+    try:
+        return run(session(config))
+    except RetryableError:
+        forget(config)
+        raise
+    except Exception as err:
+        if getattr(err, "reason", "") in {"PINIncorrect", "NotLoggedIn", "TokenNotFound"}:
+            forget(config)
+        raise
+
+
+@functools.lru_cache(maxsize=128)
+def _ca_chain(ca_pem: bytes) -> CAChain:
+    return CAChain.from_pem(ca_pem)
+
+
+def _private_key(config: TokenConfig, handle: KeyHandle) -> TokenPrivateKey:
+    signing_key = session(config).signing_key(handle)
+    cached = _token_keys.get(handle)
+    if cached is None or cached[0] is not signing_key:
+        cached = (signing_key, token_private_key(signing_key.public_key, signing_key.sign))
+        _token_keys[handle] = cached
+    return cached[1]
+
+
+_token_keys: dict[KeyHandle, tuple[hsm.SigningKey, TokenPrivateKey]] = {}
+
+
+# -- tasks --------------------------------------------------------------------------------------------
+
+
+def sign_request(issuer: IssuerKey, request: SigningRequest, now: datetime) -> PEMBundle:
+    """The whole pipeline for one request: parse and verify the CSR, apply policy, build, sign in token."""
+    csr = load_csr(request.csr_pem)
+    ca = _ca_chain(issuer.ca_pem)
+
+    def run(_: hsm.TokenSession) -> PEMBundle:
+        key = _private_key(issuer.token, issuer.key)
+        check_ca_usable(ca, issuer.key.public_key_sha256, now)
+        return issue_certificate(
+            csr, request, ca=ca, ca_key=key, policy=issuer.policy, now=now, rsa_pss=issuer.rsa_pss
+        )
+
+    return _on_token(issuer.token, run)
+
+
+def check_issuer(issuer: IssuerKey, now: datetime) -> None:
+    """Is the key in the token, is it the recorded key, and does the CA certificate belong to it and
+    stand valid now?"""
+    ca = _ca_chain(issuer.ca_pem)
+
+    def run(_: hsm.TokenSession) -> None:
+        _private_key(issuer.token, issuer.key)
+        check_ca_usable(ca, issuer.key.public_key_sha256, now)
+
+    _on_token(issuer.token, run)
+
+
+def generate_key(config: TokenConfig, algorithm: Algorithm, key_label: str) -> KeyHandle:
+    return _on_token(config, lambda s: s.generate_key(algorithm, key_label))
+
+
+def find_key(config: TokenConfig, key_label: str) -> KeyHandle:
+    return _on_token(config, lambda s: s.find_by_label(key_label))
+
+
+def verify_key(config: TokenConfig, handle: KeyHandle) -> KeyHandle:
+    """Prove the handle's key is in the token and is the recorded key; returns the handle."""
+    _on_token(config, lambda s: s.signing_key(handle))
+    return handle
+
+
+def create_self_signed_ca(
+    config: TokenConfig,
+    handle: KeyHandle,
+    subject: str,
+    duration: timedelta,
+    now: datetime,
+    path_length: int | None = None,
+    rsa_pss: bool = False,
+) -> bytes:
+    """A self-signed CA certificate (PEM) for a token key."""
+    name = parse_subject(subject)
+
+    def run(_: hsm.TokenSession) -> bytes:
+        key = _private_key(config, handle)
+        cert = build_ca_certificate(
+            key, name, duration=duration, now=now, path_length=path_length, rsa_pss=rsa_pss
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    return _on_token(config, run)
+
+
+def list_keys(config: TokenConfig) -> list[hsm.KeyReport]:
+    return _on_token(config, lambda s: s.list_keys())
+
+
+def destroy_key(config: TokenConfig, handle: KeyHandle) -> None:
+    _on_token(config, lambda s: s.destroy_key(handle))
+    _token_keys.pop(handle, None)
+
+
+def private_key_attribute(config: TokenConfig, handle: KeyHandle, attribute: str) -> object:
+    return _on_token(config, lambda s: s.private_key_attribute(handle, attribute))
+
+
+def try_wrap_out(config: TokenConfig, handle: KeyHandle) -> None:
+    _on_token(config, lambda s: s.try_wrap_out(handle))
+
+
+def ping() -> bool:
+    """A no-op task: proves a worker process is up (used to warm the pool)."""
+    return True
