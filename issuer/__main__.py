@@ -35,6 +35,13 @@ def _read(path: str, what: str) -> bytes:
         raise UsageError(f"cannot read {what} {path}: {err.strerror}") from None
 
 
+def _algorithm(text: str) -> Algorithm:
+    try:
+        return Algorithm.parse(text)
+    except TrustedIssuerError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
 def _token_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("token (flags override TRUSTED_ISSUER_* variables)")
     group.add_argument("--module", help="PKCS#11 module path (TRUSTED_ISSUER_PKCS11_MODULE)")
@@ -177,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--key-label", required=True)
     create.add_argument(
         "--algorithm",
-        type=Algorithm.parse,
+        type=_algorithm,
         default=Algorithm.ECDSA_P256,
         help="ecdsa-p256 (default), ecdsa-p384, rsa-2048, rsa-3072, rsa-4096 or ed25519",
     )

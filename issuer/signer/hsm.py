@@ -308,15 +308,18 @@ class TokenSession:
         self._keys[(handle.key_id, handle.key_label)] = SigningKey(handle, public_key, priv)
         return handle
 
-    def signing_key(self, handle: KeyHandle) -> SigningKey:
+    def signing_key(self, handle: KeyHandle, *, fresh: bool = False) -> SigningKey:
         """The key a handle names, proven to be that key, cached for the session's lifetime.
+
+        ``fresh`` looks the key up in the token again even when cached: another process may have
+        destroyed or replaced it, and a check must see that.
 
         Refuses a key whose public key does not hash to the recorded fingerprint, or whose private half
         does not produce signatures that the recorded public key verifies: a swapped object in the
         token is an error, never silently used.
         """
         cached = self._keys.get((handle.key_id, handle.key_label))
-        if cached is not None and cached.handle == handle:
+        if cached is not None and cached.handle == handle and not fresh:
             return cached
         self._check_token(handle)
         where = f"finding key {handle.key_label!r} (id {handle.key_id})"

@@ -130,8 +130,8 @@ def check_issuer(issuer: IssuerKey, now: datetime) -> None:
     stand valid now?"""
     ca = _ca_chain(issuer.ca_pem)
 
-    def run(_: hsm.TokenSession) -> None:
-        _private_key(issuer.token, issuer.key)
+    def run(token: hsm.TokenSession) -> None:
+        token.signing_key(issuer.key, fresh=True)
         check_ca_usable(ca, issuer.key.public_key_sha256, now)
 
     _on_token(issuer.token, run)
@@ -147,7 +147,7 @@ def find_key(config: TokenConfig, key_label: str) -> KeyHandle:
 
 def verify_key(config: TokenConfig, handle: KeyHandle) -> KeyHandle:
     """Prove the handle's key is in the token and is the recorded key; returns the handle."""
-    _on_token(config, lambda s: s.signing_key(handle))
+    _on_token(config, lambda s: s.signing_key(handle, fresh=True))
     return handle
 
 

@@ -1,0 +1,40 @@
+# trusted-issuer: `make help` lists the targets. CI calls the same targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: dev
+dev: ## install system packages (as root) and the virtualenv, and create the development SoftHSM2 token
+	@VENV=$(VENV) scripts/bootstrap.sh
+	@$(VENV)/bin/trusted-issuer hsm init-dev-token >/dev/null
+
+.PHONY: demo
+demo: dev ## the main job: a CA key generated in the token signs a workload CSR; openssl verifies it
+	@VENV=$(VENV) scripts/demo-signer.sh
+
+.PHONY: test
+test: ## run the tests (unit, integration on a real SoftHSM2 token; e2e skips without Docker)
+	@VENV=$(VENV) scripts/bootstrap.sh
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: ## ruff, mypy and the import contracts (the wall between signer and controller)
+	@VENV=$(VENV) scripts/bootstrap.sh
+	@$(VENV)/bin/ruff check issuer tests benchmarks
+	@$(VENV)/bin/ruff format --check issuer tests benchmarks
+	@$(VENV)/bin/mypy
+	@$(VENV)/bin/lint-imports
+
+.PHONY: bench
+bench: dev ## signing-core benchmark: pipeline vs raw token vs software key, 1 and 2 workers
+	@$(PY) -m benchmarks.bench_signer
+
+.PHONY: clean
+clean: ## remove the virtualenv, the development token and caches
+	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,181 @@
+"""CA keys in a real token: generated sign-only and non-extractable, found again only by their handle.
+
+The protection checks open the token with python-pkcs11 directly, not through trusted-issuer's code,
+so they judge what the token itself enforces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pkcs11
+import pkcs11.exceptions as p11err
+import pytest
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+
+from issuer.errors import IssuerError, PermanentError
+from issuer.signer import worker
+from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig
+from issuer.signer.pool import SignerPool
+from tests.conftest import unique_label
+
+ALGORITHMS = list(Algorithm)
+
+
+@pytest.fixture(scope="module")
+def generated(pool: SignerPool, token_config: TokenConfig) -> dict[Algorithm, KeyHandle]:
+    return {a: pool.generate_key(token_config, a, unique_label(f"keys-{a.value}")) for a in ALGORITHMS}
+
+
+@pytest.fixture(scope="module")
+def direct_session(token_config: TokenConfig, generated: dict[Algorithm, KeyHandle]) -> Iterator[Any]:
+    """A python-pkcs11 session of the test process itself (its own PKCS#11 context, separate from the
+    workers' processes)."""
+    lib = pkcs11.lib(token_config.module)
+    token = lib.get_token(token_label=token_config.token_label)
+    with token.open(user_pin=token_config.pin.read()) as session:
+        yield session
+
+
+def _private(session: Any, handle: KeyHandle) -> Any:
+    return session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=bytes.fromhex(handle.key_id))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=[a.value for a in ALGORITHMS])
+def test_generated_key_is_sign_only_sensitive_and_never_extractable(
+    algorithm: Algorithm, generated: dict[Algorithm, KeyHandle], direct_session: Any
+) -> None:
+    key = _private(direct_session, generated[algorithm])
+    assert key[Attribute.TOKEN] is True
+    assert key[Attribute.PRIVATE] is True
+    assert key[Attribute.SENSITIVE] is True
+    assert key[Attribute.EXTRACTABLE] is False
+    assert key[Attribute.ALWAYS_SENSITIVE] is True
+    assert key[Attribute.NEVER_EXTRACTABLE] is True
+    assert key[Attribute.SIGN] is True
+    for capability in (Attribute.DECRYPT, Attribute.UNWRAP, Attribute.DERIVE):
+        assert key[capability] is False, capability
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=[a.value for a in ALGORITHMS])
+def test_token_refuses_to_reveal_private_key_material(
+    algorithm: Algorithm, generated: dict[Algorithm, KeyHandle], direct_session: Any
+) -> None:
+    key = _private(direct_session, generated[algorithm])
+    secret_attributes = (
+        [Attribute.PRIVATE_EXPONENT, Attribute.PRIME_1, Attribute.PRIME_2, Attribute.COEFFICIENT]
+        if algorithm.family == "rsa"
+        else [Attribute.VALUE]
+    )
+    for attribute in secret_attributes:
+        with pytest.raises(p11err.AttributeSensitive):
+            key[attribute]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=[a.value for a in ALGORITHMS])
+def test_token_refuses_to_wrap_the_key_out(
+    algorithm: Algorithm, generated: dict[Algorithm, KeyHandle], direct_session: Any
+) -> None:
+    key = _private(direct_session, generated[algorithm])
+    wrapper = direct_session.generate_key(
+        KeyType.AES, 256, template={Attribute.TOKEN: False, Attribute.WRAP: True}
+    )
+    with pytest.raises((p11err.KeyUnextractable, p11err.KeyNotWrappable)):
+        wrapper.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=[a.value for a in ALGORITHMS])
+def test_key_cannot_be_granted_decrypt_or_made_extractable_later(
+    algorithm: Algorithm, generated: dict[Algorithm, KeyHandle], direct_session: Any
+) -> None:
+    key = _private(direct_session, generated[algorithm])
+    for attribute, value in (
+        (Attribute.EXTRACTABLE, True),
+        (Attribute.DECRYPT, True),
+        (Attribute.SENSITIVE, False),
+    ):
+        with pytest.raises(p11err.PKCS11Error):
+            key[attribute] = value
+    with pytest.raises(p11err.PKCS11Error):
+        key.copy({Attribute.EXTRACTABLE: True, Attribute.TOKEN: False})
+
+
+def test_worker_refusal_is_reported_in_our_vocabulary(
+    pool: SignerPool, token_config: TokenConfig, generated: dict[Algorithm, KeyHandle]
+) -> None:
+    handle = generated[Algorithm.ECDSA_P256]
+    with pytest.raises(PermanentError) as refused:
+        pool.call(worker.try_wrap_out, token_config, handle)
+    assert refused.value.reason == "KeyUnextractable"
+    with pytest.raises(PermanentError) as sensitive:
+        pool.call(worker.private_key_attribute, token_config, handle, "VALUE")
+    assert sensitive.value.reason == "AttributeSensitive"
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=[a.value for a in ALGORITHMS])
+def test_handle_describes_the_key_and_lists_it(
+    algorithm: Algorithm, generated: dict[Algorithm, KeyHandle], pool: SignerPool, token_config: TokenConfig
+) -> None:
+    handle = generated[algorithm]
+    assert handle.algorithm is algorithm
+    assert handle.token_label == token_config.token_label
+    assert len(handle.key_id) == 32 and int(handle.key_id, 16) >= 0
+    assert len(handle.public_key_sha256) == 64
+    listed = {r.handle.key_label: r for r in pool.list_keys(token_config)}
+    report = listed[handle.key_label]
+    assert report.handle == handle
+    assert report.sensitive and not report.extractable and report.never_extractable
+    assert pool.find_key(token_config, handle.key_label) == handle
+    assert pool.call(worker.verify_key, token_config, handle) == handle
+
+
+def test_key_whose_public_key_does_not_match_the_recorded_fingerprint_is_refused(
+    pool: SignerPool, token_config: TokenConfig, generated: dict[Algorithm, KeyHandle]
+) -> None:
+    forged = replace(generated[Algorithm.ECDSA_P256], public_key_sha256="00" * 32)
+    with pytest.raises(IssuerError) as refused:
+        pool.call(worker.verify_key, token_config, forged)
+    assert refused.value.reason == "KeyMismatch"
+
+
+def test_handle_naming_another_keys_id_is_refused(
+    pool: SignerPool, token_config: TokenConfig, generated: dict[Algorithm, KeyHandle]
+) -> None:
+    # The label of one key with the id of another: no such pair exists, so nothing is signed with either.
+    mixed = replace(generated[Algorithm.ECDSA_P256], key_id=generated[Algorithm.ECDSA_P384].key_id)
+    with pytest.raises(IssuerError) as refused:
+        pool.call(worker.verify_key, token_config, mixed)
+    assert refused.value.reason == "KeyNotFound"
+
+
+def test_handle_from_another_token_is_refused(
+    pool: SignerPool, token_config: TokenConfig, generated: dict[Algorithm, KeyHandle]
+) -> None:
+    elsewhere = replace(generated[Algorithm.ECDSA_P256], token_serial="0000000000000000")
+    with pytest.raises(IssuerError) as refused:
+        pool.call(worker.verify_key, token_config, elsewhere)
+    assert refused.value.reason == "TokenMismatch"
+
+
+def test_a_label_names_one_key(pool: SignerPool, token_config: TokenConfig) -> None:
+    label = unique_label("once")
+    pool.generate_key(token_config, Algorithm.ECDSA_P256, label)
+    with pytest.raises(PermanentError, match="already holds a key labelled"):
+        pool.generate_key(token_config, Algorithm.ECDSA_P256, label)
+
+
+@pytest.mark.parametrize("label", ["", " leading-space", "a" * 129, "evil\nlabel", "-dash-first"])
+def test_unsafe_labels_are_refused(pool: SignerPool, token_config: TokenConfig, label: str) -> None:
+    with pytest.raises(PermanentError, match="key label"):
+        pool.generate_key(token_config, Algorithm.ECDSA_P256, label)
+
+
+def test_destroyed_key_is_gone_for_good(pool: SignerPool, token_config: TokenConfig) -> None:
+    handle = pool.generate_key(token_config, Algorithm.ECDSA_P256, unique_label("doomed"))
+    pool.destroy_key(token_config, handle)
+    with pytest.raises(IssuerError) as gone:
+        pool.call(worker.verify_key, token_config, handle)
+    assert gone.value.reason == "KeyNotFound"
+    assert handle.key_label not in {r.handle.key_label for r in pool.list_keys(token_config)}
