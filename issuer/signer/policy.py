@@ -44,7 +44,7 @@ def parse_duration(text: str) -> timedelta:
     original = text
     text = text.strip()
     sign = 1
-    if text[:1] in "+-":
+    if text and text[0] in "+-":
         sign = -1 if text[0] == "-" else 1
         text = text[1:]
     if text == "0":
@@ -148,7 +148,12 @@ def resolve_usages(usages: Sequence[str], *, is_ca: bool, key_family: str) -> Us
         bits.add("key_cert_sign")
     if bits & {"encipher_only", "decipher_only"} and "key_agreement" not in bits:
         raise PermanentError("usages 'encipher only' and 'decipher only' need 'key agreement'")
+    asked = bits - {"key_cert_sign"}
     bits -= FORBIDDEN_KEY_USAGE_BITS.get(key_family, frozenset())
+    if asked and not bits - {"key_cert_sign"}:
+        # Omitting KeyUsage would mean "any usage" (RFC 5280 4.2.1.3): wider than what was asked.
+        wanted = ", ".join(n for n in names if n in KEY_USAGE_BITS)
+        raise PermanentError(f"usages {wanted} are not possible for a {key_family} key")
     extended: list[x509.ObjectIdentifier] = []
     for name in names:
         oid = EXTENDED_KEY_USAGES.get(name)
@@ -209,10 +214,21 @@ class Policy:
                 f"policy: defaultDuration {format_duration(self.default_duration)} exceeds "
                 f"maxDuration {format_duration(self.max_duration)}"
             )
+        if self.max_duration is not None and self.min_duration > self.max_duration:
+            raise PermanentError(
+                f"policy: minDuration {format_duration(self.min_duration)} exceeds "
+                f"maxDuration {format_duration(self.max_duration)}"
+            )
+        if self.default_duration < self.min_duration:
+            raise PermanentError(
+                f"policy: defaultDuration {format_duration(self.default_duration)} is under "
+                f"minDuration {format_duration(self.min_duration)}"
+            )
         if self.allowed_usages is not None:
             object.__setattr__(self, "allowed_usages", frozenset(normalise_usages(self.allowed_usages)))
         for domain in self.dns_domains or ():
-            _check_dns_name(domain.lstrip("."), what="policy dnsDomains entry", allow_wildcard=False)
+            bare = domain[1:] if domain.startswith(".") else domain
+            _check_dns_name(bare, what="policy dnsDomains entry", allow_wildcard=False)
         for prefix in self.uri_prefixes or ():
             _split_uri(prefix, what="policy uriPrefixes entry")
         try:
@@ -231,8 +247,11 @@ class Policy:
             return None if value is None else tuple(str(v) for v in value)
 
         usages = spec.get("allowedUsages")
+        allow_ca = spec.get("allowCA", False)
+        if not isinstance(allow_ca, bool):
+            raise PermanentError(f"policy: allowCA must be true or false, not {allow_ca!r}")
         kwargs: dict[str, Any] = {
-            "allow_ca": bool(spec.get("allowCA", False)),
+            "allow_ca": allow_ca,
             "allowed_usages": None if usages is None else frozenset(str(u) for u in usages),
             "dns_domains": names("dnsDomains"),
             "uri_prefixes": names("uriPrefixes"),
@@ -246,6 +265,9 @@ class Policy:
         ):
             if spec.get(key):
                 kwargs[attr] = parse_duration(str(spec[key]))
+        if "default_duration" not in kwargs and kwargs.get("max_duration") is not None:
+            # Only a maximum was written: the implicit default must not exceed it.
+            kwargs["default_duration"] = min(cls.default_duration, kwargs["max_duration"])
         return cls(**kwargs)
 
     # -- checks --------------------------------------------------------------------------------------
@@ -337,7 +359,8 @@ def _check_dns_name(name: str, *, what: str, allow_wildcard: bool = True) -> Non
     and a wildcard only as the whole leftmost label."""
     if not name or len(name) > 253 or not name.isascii():
         raise PermanentError(f"{what} {name!r} is not a valid DNS name")
-    labels = name.lower().rstrip(".").split(".")
+    bare = name[:-1] if name.endswith(".") else name
+    labels = bare.lower().split(".")
     for index, label in enumerate(labels):
         if label == "*" and index == 0 and allow_wildcard and len(labels) > 1:
             continue
@@ -397,4 +420,4 @@ def _under_prefix(uri: _URI, prefix: _URI) -> bool:
         return False
     if uri.segments[: len(prefix.segments)] != prefix.segments:
         return False
-    return not prefix.open_ended or len(uri.segments) > len(prefix.segments) or uri.open_ended
+    return not prefix.open_ended or len(uri.segments) > len(prefix.segments)

@@ -219,6 +219,9 @@ def subject_alternative_names(csr: x509.CertificateSigningRequest) -> list[x509.
             if not at or not local or not name.value.isascii() or "\x00" in name.value:
                 raise PermanentError(f"email SAN {name.value!r} is not a valid address")
             check_dns_name(domain)
+        elif isinstance(name, x509.IPAddress):
+            if not isinstance(name.value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+                raise PermanentError(f"IP SAN {name.value} is a network, not an address")
         elif isinstance(name, x509.UniformResourceIdentifier):
             value = name.value
             if not value.isascii() or any(ch in value for ch in " \x00\r\n\t") or ":" not in value:
