@@ -1,0 +1,1 @@
+"""Benchmarks of trusted-issuer: run each as ``python -m benchmarks.<name>``; results go to ``results/``."""
