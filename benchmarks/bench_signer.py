@@ -5,12 +5,14 @@
 Measured side by side in one run, on one temporary SoftHSM2 token, for ECDSA P-256 and RSA-2048 CA keys
 and each worker count:
 
-- ``pipeline``: ``worker.sign_request`` through ``SignerPool.submit`` (what ``SignerPool.sign`` runs):
-  parse and verify the CSR, check the CA, policy, build, sign in the token;
+- ``pipeline``: ``worker.sign_request`` through ``SignerPool.submit``, its issuer pickled once by
+  ``SignerPool.pickled_once`` (what ``SignerPool.sign`` runs): parse and verify the CSR, check the CA,
+  policy, build, sign in the token;
 - ``raw-token``: the ceiling, a bare python-pkcs11 sign loop in the same worker processes
   (``--raw-batch`` signatures per task, so the loop and not the dispatch is measured);
 - ``raw-token-1``: the same loop with one signature per task, to show what dispatch alone costs;
-- ``software``: the peer, the same pipeline with a software CA key in ``cryptography``.
+- ``software``: the peer, the same pipeline with a software CA key in ``cryptography``, its issuer
+  shipped the same way.
 
 Every variant keeps ``--inflight`` (default 4) x workers tasks in flight for ``--seconds``, after a
 warm-up that opens the sessions and proves the keys; with ``--rounds`` above 1 the rate is the median
@@ -299,7 +301,10 @@ def _variant_submit(
     if kind == "pipeline":
         return (
             lambda i: pool.submit(
-                worker.sign_request, issuers.token, requests[i % len(requests)], pool.clock()
+                worker.sign_request,
+                pool.pickled_once(issuers.token),
+                requests[i % len(requests)],
+                pool.clock(),
             ),
             1,
         )
@@ -307,7 +312,7 @@ def _variant_submit(
         return (
             lambda i: pool.submit(
                 signer_tasks.software_sign_request,
-                issuers.software,
+                pool.pickled_once(issuers.software),
                 requests[i % len(requests)],
                 pool.clock(),
             ),
@@ -376,16 +381,18 @@ def _selected(selectors: Sequence[str], algorithm: Algorithm, kind: str) -> bool
 
 
 def _ipc_bytes(issuers: Issuers, request: SigningRequest) -> dict[str, int]:
-    """Pickled sizes of what crosses the pipe per task (the executor pickles function and arguments)."""
+    """Pickled sizes of what crosses the pipe per task: the pool pickles ``(function, arguments)``, the
+    issuer among them already pickled (once) by ``SignerPool.pickled_once``."""
     now = utcnow()
-    bundle_args = (worker.sign_request, issuers.token, request, now)
+    token_issuer = pickle.dumps(issuers.token, pickle.HIGHEST_PROTOCOL)
+    software_issuer = pickle.dumps(issuers.software, pickle.HIGHEST_PROTOCOL)
+    task = (worker.sign_request, (token_issuer, request, now))
+    software_task = (signer_tasks.software_sign_request, (software_issuer, request, now))
     return {
-        "pipeline_task": len(pickle.dumps(bundle_args)),
-        "issuer_key": len(pickle.dumps(issuers.token)),
-        "request": len(pickle.dumps(request)),
-        "software_task": len(
-            pickle.dumps((signer_tasks.software_sign_request, issuers.software, request, now))
-        ),
+        "pipeline_task": len(pickle.dumps(task, pickle.HIGHEST_PROTOCOL)),
+        "issuer_key": len(token_issuer),
+        "request": len(pickle.dumps(request, pickle.HIGHEST_PROTOCOL)),
+        "software_task": len(pickle.dumps(software_task, pickle.HIGHEST_PROTOCOL)),
     }
 
 

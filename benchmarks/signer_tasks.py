@@ -5,7 +5,9 @@ Top-level functions, so a spawned worker can unpickle them by name:
 - :func:`raw_token_sign` is the ceiling: a bare python-pkcs11 sign loop on the worker's token, with the
   mechanism and input size that the pipeline's token signature uses, and nothing else.
 - :func:`software_sign_request` is the peer: the same pipeline as ``worker.sign_request`` (parse and
-  verify the CSR, check the CA, policy, build, sign) with a software CA key in ``cryptography``.
+  verify the CSR, check the CA, policy, build, sign) with a software CA key in ``cryptography``, and
+  its issuer shipped the same way (pickled once by ``SignerPool.pickled_once``, unpickled once per
+  worker by ``worker.unpickled_once``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from issuer.signer.x509 import (
     PEMBundle,
     SigningRequest,
     check_ca_usable,
-    issue_certificate,
-    load_csr,
+    check_csr,
+    issue_checked_certificate,
 )
 
 #: About the size of a leaf certificate's TBSCertificate, which is what the pipeline signs.
@@ -113,14 +115,18 @@ def _ca_chain(ca_pem: bytes) -> CAChain:
     return CAChain.from_pem(ca_pem)
 
 
-def software_sign_request(issuer: SoftwareIssuer, request: SigningRequest, now: datetime) -> PEMBundle:
+def software_sign_request(
+    issuer: SoftwareIssuer | bytes, request: SigningRequest, now: datetime
+) -> PEMBundle:
     """``worker.sign_request`` step for step, with the CA key in memory instead of in the token."""
-    csr = load_csr(request.csr_pem)
-    ca = _ca_chain(issuer.ca_pem)
-    key = _software_key(issuer.key_pem)
-    check_ca_usable(ca, issuer.key_sha256, now)
-    return issue_certificate(
-        csr, request, ca=ca, ca_key=key, policy=issuer.policy, now=now, rsa_pss=issuer.rsa_pss
+    software = worker.unpickled_once(issuer) if isinstance(issuer, bytes) else issuer
+    assert isinstance(software, SoftwareIssuer)
+    csr = check_csr(request.csr_pem)
+    ca = _ca_chain(software.ca_pem)
+    key = _software_key(software.key_pem)
+    check_ca_usable(ca, software.key_sha256, now)
+    return issue_checked_certificate(
+        csr, request, ca=ca, ca_key=key, policy=software.policy, now=now, rsa_pss=software.rsa_pss
     )
 
 

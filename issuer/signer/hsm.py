@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Iterator
@@ -237,8 +238,28 @@ class TokenSession:
         self.token_label = _text(token.label)
         self.token_serial = _text(token.serial)
         pin = config.pin.read()
-        with token_errors(f"logging in to {config.describe()}"):
-            self._session = token.open(rw=True, user_pin=pin)
+        where = f"logging in to {config.describe()}"
+        token_key = (config.module, self.token_serial)
+        digest = _pin_digest(pin)
+        if (token_key, digest) in _REJECTED:
+            # Real tokens lock the PIN after a few failures: a rejected PIN is not tried again until the
+            # PIN source holds another one.
+            raise IssuerError(
+                f"{where}: the token rejected the PIN (not retried until it changes)", "PINIncorrect"
+            )
+        with token_errors(where):
+            try:
+                self._session = token.open(rw=True, user_pin=pin)
+                _LOGGED_IN[token_key] = digest
+            except p11err.PinIncorrect:
+                _REJECTED.add((token_key, digest))
+                raise
+            except p11err.UserAlreadyLoggedIn:
+                # PKCS#11 login is per process and token: another profile of this worker logged in
+                # already. That PIN was proven; a different one must not ride on its login.
+                if not hmac.compare_digest(_LOGGED_IN.get(token_key, b""), _pin_digest(pin)):
+                    raise IssuerError(f"{where}: the token rejected the PIN", "PINIncorrect") from None
+                self._session = token.open(rw=True)
         del pin
         self._keys: dict[tuple[str, str], SigningKey] = {}
 
@@ -462,6 +483,15 @@ class TokenSession:
 
 
 _MODULES: dict[str, Any] = {}
+#: Per worker process: a keyed digest of the PIN that logged in to each (module, token serial).
+_LOGGED_IN: dict[tuple[str, str], bytes] = {}
+#: PINs a token refused, by the same keyed digest, never tried twice.
+_REJECTED: set[tuple[tuple[str, str], bytes]] = set()
+_PIN_DIGEST_KEY = secrets.token_bytes(32)
+
+
+def _pin_digest(pin: str) -> bytes:
+    return hmac.new(_PIN_DIGEST_KEY, pin.encode(), hashlib.sha256).digest()
 
 
 def _load_module(path: str) -> Any:
@@ -483,6 +513,8 @@ def reset_module(path: str) -> None:
     lib = _MODULES.get(path)
     if lib is None:
         return
+    for token_key in [k for k in _LOGGED_IN if k[0] == path]:
+        del _LOGGED_IN[token_key]
     try:
         lib.reinitialize()
     except p11err.PKCS11Error:

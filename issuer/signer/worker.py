@@ -8,12 +8,13 @@ at a time, so its sessions are never shared between threads.
 from __future__ import annotations
 
 import functools
+import pickle
 import resource
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
@@ -28,8 +29,8 @@ from issuer.signer.x509 import (
     SigningRequest,
     build_ca_certificate,
     check_ca_usable,
-    issue_certificate,
-    load_csr,
+    check_csr,
+    issue_checked_certificate,
     parse_subject,
 )
 
@@ -95,6 +96,25 @@ def _ca_chain(ca_pem: bytes) -> CAChain:
     return CAChain.from_pem(ca_pem)
 
 
+@functools.lru_cache(maxsize=256)
+def unpickled_once(blob: bytes) -> Any:
+    """A value the pool sent pickled (``SignerPool.pickled_once``), unpickled once per worker.
+
+    Every later task for the same issuer gets the very same object, so the caches keyed on it and on
+    its fields (``ca_pem``, the key handle) hit by identity instead of hashing fresh copies.
+    """
+    return pickle.loads(blob)  # noqa: S301  # our own parent pickled it, as it pickles every task
+
+
+def _issuer(issuer: IssuerKey | bytes) -> IssuerKey:
+    if isinstance(issuer, IssuerKey):
+        return issuer
+    value = unpickled_once(issuer)
+    if not isinstance(value, IssuerKey):
+        raise TypeError(f"expected a pickled IssuerKey, got {type(value).__name__}")
+    return value
+
+
 def _private_key(config: TokenConfig, handle: KeyHandle) -> TokenPrivateKey:
     signing_key = session(config).signing_key(handle)
     cached = _token_keys.get(handle)
@@ -110,31 +130,36 @@ _token_keys: dict[KeyHandle, tuple[hsm.SigningKey, TokenPrivateKey]] = {}
 # -- tasks --------------------------------------------------------------------------------------------
 
 
-def sign_request(issuer: IssuerKey, request: SigningRequest, now: datetime) -> PEMBundle:
-    """The whole pipeline for one request: parse and verify the CSR, apply policy, build, sign in token."""
-    csr = load_csr(request.csr_pem)
-    ca = _ca_chain(issuer.ca_pem)
+def sign_request(issuer: IssuerKey | bytes, request: SigningRequest, now: datetime) -> PEMBundle:
+    """The whole pipeline for one request: parse and verify the CSR, apply policy, build, sign in token.
+
+    ``issuer`` may be an ``IssuerKey`` or, as the pool sends it, one pickled by ``pickled_once``.
+    """
+    key_issuer = _issuer(issuer)
+    csr = check_csr(request.csr_pem)
+    ca = _ca_chain(key_issuer.ca_pem)
 
     def run(_: hsm.TokenSession) -> PEMBundle:
-        key = _private_key(issuer.token, issuer.key)
-        check_ca_usable(ca, issuer.key.public_key_sha256, now)
-        return issue_certificate(
-            csr, request, ca=ca, ca_key=key, policy=issuer.policy, now=now, rsa_pss=issuer.rsa_pss
+        key = _private_key(key_issuer.token, key_issuer.key)
+        check_ca_usable(ca, key_issuer.key.public_key_sha256, now)
+        return issue_checked_certificate(
+            csr, request, ca=ca, ca_key=key, policy=key_issuer.policy, now=now, rsa_pss=key_issuer.rsa_pss
         )
 
-    return _on_token(issuer.token, run)
+    return _on_token(key_issuer.token, run)
 
 
-def check_issuer(issuer: IssuerKey, now: datetime) -> None:
+def check_issuer(issuer: IssuerKey | bytes, now: datetime) -> None:
     """Is the key in the token, is it the recorded key, and does the CA certificate belong to it and
-    stand valid now?"""
-    ca = _ca_chain(issuer.ca_pem)
+    stand valid now? ``issuer`` as for :func:`sign_request`."""
+    key_issuer = _issuer(issuer)
+    ca = _ca_chain(key_issuer.ca_pem)
 
     def run(token: hsm.TokenSession) -> None:
-        token.signing_key(issuer.key, fresh=True)
-        check_ca_usable(ca, issuer.key.public_key_sha256, now)
+        token.signing_key(key_issuer.key, fresh=True)
+        check_ca_usable(ca, key_issuer.key.public_key_sha256, now)
 
-    _on_token(issuer.token, run)
+    _on_token(key_issuer.token, run)
 
 
 def generate_key(config: TokenConfig, algorithm: Algorithm, key_label: str) -> KeyHandle:

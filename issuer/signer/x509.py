@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import TypeVar
 
 from cryptography import x509
@@ -24,6 +25,7 @@ from issuer.signer.keys import public_key_fingerprint
 from issuer.signer.policy import (
     FORBIDDEN_KEY_USAGE_BITS,
     Policy,
+    Usages,
     check_dns_name,
     key_usage_extension,
     resolve_usages,
@@ -44,6 +46,7 @@ CERT_PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
 
 T = TypeVar("T", bound=x509.ExtensionType)
 CAPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+LeafPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,28 @@ class CAChain:
             return ()
         return (self.issuer, *self.intermediates)
 
+    # Values every certificate issued under this CA needs, computed on first use and kept: a worker keeps
+    # one CAChain per CA, so each request reuses them instead of re-encoding the same certificates.
+
+    @cached_property
+    def issuer_key_sha256(self) -> str:
+        """``public_key_fingerprint`` of the issuing CA's public key."""
+        return public_key_fingerprint(self.issuer.public_key())  # type: ignore[arg-type]
+
+    @cached_property
+    def root_pem(self) -> bytes:
+        return self.root.public_bytes(serialization.Encoding.PEM)
+
+    @cached_property
+    def chain_above_leaf_pem(self) -> bytes:
+        """:meth:`chain_above_leaf` as concatenated PEM."""
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain_above_leaf())
+
+    @cached_property
+    def authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
+        """The AKI extension value for certificates this CA issues."""
+        return _authority_key_identifier(self.issuer)
+
 
 def _self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject
@@ -129,8 +154,22 @@ def public_key_family(key: object) -> str:
 # -- the CSR --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CheckedCSR:
+    """A CSR that :func:`check_csr` accepted, with its public key parsed once for every later step."""
+
+    csr: x509.CertificateSigningRequest
+    public_key: LeafPublicKey
+
+
 def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
     """Parse and check a PEM CSR: one block, its own signature valid, a key strong enough to certify."""
+    return check_csr(pem).csr
+
+
+def check_csr(pem: bytes) -> CheckedCSR:
+    """:func:`load_csr`, also returning the CSR's public key (parsing it costs as much as a signature
+    check on small keys, so the issuing path parses it once)."""
     if len(pem) > MAX_CSR_BYTES:
         raise PermanentError(f"CSR is {len(pem)} bytes, more than the {MAX_CSR_BYTES} allowed")
     if not any(marker in pem for marker in CSR_PEM_MARKERS):
@@ -154,7 +193,7 @@ def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
         raise PermanentError("CSR signature does not verify with its own public key")
     _check_subject(csr.subject)
     _extensions(csr)  # surfaces malformed or duplicate extensions as a clear error now
-    return csr
+    return CheckedCSR(csr, public_key)  # type: ignore[arg-type]  # _check_leaf_key narrowed it
 
 
 def _short(err: BaseException) -> str:
@@ -235,7 +274,11 @@ def check_csr_agrees(csr: x509.CertificateSigningRequest, request: SigningReques
     cert-manager builds a CSR from its Certificate with these extensions, so a disagreement means the
     request was edited or forged; an extension the CSR lacks constrains nothing.
     """
-    family = public_key_family(csr.public_key())
+    _check_csr_agrees(csr, request, public_key_family(csr.public_key()))
+
+
+def _check_csr_agrees(csr: x509.CertificateSigningRequest, request: SigningRequest, family: str) -> Usages:
+    """:func:`check_csr_agrees` for a key of ``family``; returns the usages the certificate gets."""
     constraints = _extension(csr, x509.BasicConstraints)
     if constraints is not None and constraints.ca != request.is_ca:
         wanted = "a CA" if constraints.ca else "a non-CA"
@@ -261,6 +304,7 @@ def check_csr_agrees(csr: x509.CertificateSigningRequest, request: SigningReques
                 f"CSR extended key usages ({_names(csr_oids)}) differ from "
                 f"spec.usages ({_names(wanted_oids)})"
             )
+    return usages
 
 
 def _names(values: set[str] | frozenset[str]) -> str:
@@ -335,7 +379,7 @@ def build_ca_certificate(
 def check_ca_usable(ca: CAChain, key_fingerprint: str, now: datetime) -> None:
     """The issuing CA certificate must belong to the token key, be a CA, and be valid now."""
     cert = ca.issuer
-    if public_key_fingerprint(cert.public_key()) != key_fingerprint:  # type: ignore[arg-type]
+    if ca.issuer_key_sha256 != key_fingerprint:
         raise IssuerError("the CA certificate's public key is not the token key's", "CAKeyMismatch")
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -374,7 +418,31 @@ def issue_certificate(
     ``ca_key`` is the issuing CA's key (normally token-backed); the caller has checked that it belongs
     to ``ca.issuer`` with :func:`check_ca_usable`. The certificate never outlives the issuing CA.
     """
-    check_csr_agrees(csr, request)
+    return issue_checked_certificate(
+        CheckedCSR(csr, csr.public_key()),  # type: ignore[arg-type]  # load_csr narrowed it
+        request,
+        ca=ca,
+        ca_key=ca_key,
+        policy=policy,
+        now=now,
+        rsa_pss=rsa_pss,
+    )
+
+
+def issue_checked_certificate(
+    checked: CheckedCSR,
+    request: SigningRequest,
+    *,
+    ca: CAChain,
+    ca_key: CAPrivateKey,
+    policy: Policy,
+    now: datetime,
+    rsa_pss: bool = False,
+) -> PEMBundle:
+    """:func:`issue_certificate` for a CSR from :func:`check_csr`, reusing its parsed public key."""
+    csr, public_key = checked.csr, checked.public_key
+    family = public_key_family(public_key)
+    usages = _check_csr_agrees(csr, request, family)
     policy.check_request(is_ca=request.is_ca, usages=request.usages)
     names = subject_alternative_names(csr)
     policy.check_names(csr.subject, names)
@@ -391,20 +459,17 @@ def issue_certificate(
     not_before = max(now - BACKDATE, ca_cert.not_valid_before_utc)
     not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
 
-    public_key = csr.public_key()
-    family = public_key_family(public_key)
-    usages = resolve_usages(request.usages, is_ca=request.is_ca, key_family=family)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(public_key)  # type: ignore[arg-type]  # _check_leaf_key narrowed it
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=request.is_ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-        .add_extension(_authority_key_identifier(ca_cert), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(ca.authority_key_identifier, critical=False)
     )
     if usages.key_usage_bits:
         builder = builder.add_extension(key_usage_extension(usages.key_usage_bits), critical=True)
@@ -414,10 +479,9 @@ def issue_certificate(
         # RFC 5280 4.2.1.6: with an empty subject the SAN extension carries the identity and is critical.
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=not len(subject))
     certificate = _sign(builder, ca_key, rsa_pss)
-    chain = (certificate, *ca.chain_above_leaf())
     return PEMBundle(
-        chain_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain),
-        ca_pem=ca.root.public_bytes(serialization.Encoding.PEM),
+        chain_pem=certificate.public_bytes(serialization.Encoding.PEM) + ca.chain_above_leaf_pem,
+        ca_pem=ca.root_pem,
         serial_number=certificate.serial_number,
         not_after=certificate.not_valid_after_utc,
     )

@@ -17,7 +17,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from issuer.errors import IssuerError, PermanentError
 from issuer.signer import worker
-from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig
+from issuer.signer.keys import Algorithm, KeyHandle, PinSource, TokenConfig
 from issuer.signer.pool import SignerPool
 from tests.conftest import unique_label
 
@@ -179,3 +179,22 @@ def test_destroyed_key_is_gone_for_good(pool: SignerPool, token_config: TokenCon
         pool.call(worker.verify_key, token_config, handle)
     assert gone.value.reason == "KeyNotFound"
     assert handle.key_label not in {r.handle.key_label for r in pool.list_keys(token_config)}
+
+
+def test_a_rejected_pin_is_not_tried_again_until_it_changes(tmp_path, token_config: TokenConfig) -> None:
+    # Real tokens lock the user PIN after a few failed logins: a retry loop must not burn them.
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("wrong-pin-1\n")
+    wrong = replace(token_config, pin=PinSource(file=pin_file))
+    with SignerPool(1) as own:
+        with pytest.raises(IssuerError) as first:
+            own.list_keys(wrong)
+        assert first.value.reason == "PINIncorrect" and "not retried" not in first.value.message
+        with pytest.raises(IssuerError) as second:
+            own.list_keys(wrong)
+        assert (
+            second.value.reason == "PINIncorrect" and "not retried until it changes" in second.value.message
+        )
+        if token_config.pin.file:
+            pin_file.write_text(token_config.pin.read() + "\n")
+            assert own.list_keys(wrong)  # the right PIN in the same file works at once
