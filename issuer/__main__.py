@@ -157,12 +157,34 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import issuer.controller  # noqa: F401 - registers the handlers
+
+    Settings.from_env().validate()  # fail fast, with one line, before kopf starts
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        standalone=True,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trusted-issuer",
         description="A cert-manager issuer whose CA key lives only inside a PKCS#11 token.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator (kopf) against the cluster in KUBECONFIG")
+    run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(run=cmd_run)
 
     hsm = commands.add_parser("hsm", help="token set-up and inspection").add_subparsers(
         dest="hsm", required=True

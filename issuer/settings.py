@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from issuer.api import ENV_PREFIX
 from issuer.errors import ConfigurationError
 from issuer.signer.keys import PinSource, TokenConfig
+from issuer.signer.policy import parse_duration
 
 #: Debian's and Ubuntu's SoftHSM2 module; any PKCS#11 module path may replace it.
 DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -27,6 +29,11 @@ class Settings:
     pin_file: Path | None = None
     workers: int = max(1, os.cpu_count() or 1)
     worker_start_method: str = "spawn"
+    profiles_file: Path | None = None
+    #: How long a request may keep failing with passing errors before it is marked Failed.
+    max_retry_duration: timedelta = timedelta(minutes=5)
+    #: Requests in flight at once (signing, publishing); the signer pool bounds the CPU part.
+    concurrency: int = 64
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -51,6 +58,15 @@ class Settings:
                 raise ConfigurationError(f"{ENV_PREFIX}WORKERS must be a whole number") from None
         if get("WORKER_START_METHOD"):
             values["worker_start_method"] = get("WORKER_START_METHOD")
+        if get("PROFILES_FILE"):
+            values["profiles_file"] = Path(str(get("PROFILES_FILE")))
+        if get("MAX_RETRY_DURATION"):
+            values["max_retry_duration"] = parse_duration(str(get("MAX_RETRY_DURATION")))
+        if get("CONCURRENCY"):
+            try:
+                values["concurrency"] = int(str(get("CONCURRENCY")))
+            except ValueError:
+                raise ConfigurationError(f"{ENV_PREFIX}CONCURRENCY must be a whole number") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
@@ -59,6 +75,8 @@ class Settings:
     def validate(self) -> None:
         if self.workers < 1:
             raise ConfigurationError(f"{ENV_PREFIX}WORKERS must be at least 1")
+        if self.concurrency < 1:
+            raise ConfigurationError(f"{ENV_PREFIX}CONCURRENCY must be at least 1")
         if self.worker_start_method not in ("spawn", "forkserver"):
             raise ConfigurationError(f"{ENV_PREFIX}WORKER_START_METHOD must be spawn or forkserver")
 

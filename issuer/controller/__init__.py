@@ -1,0 +1,8 @@
+"""The kopf operator: our issuers and cert-manager's CertificateRequests. Knows nothing about PKCS#11.
+
+Importing this package registers every handler, so ``kopf run -m issuer.controller`` runs it.
+"""
+
+from issuer.controller import issuers, lifecycle, requests
+
+__all__ = ["issuers", "lifecycle", "requests"]

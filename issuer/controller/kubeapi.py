@@ -1,0 +1,155 @@
+"""A small asynchronous Kubernetes API client for the writes kopf does not make for us.
+
+kopf watches and patches our own issuers; CertificateRequests are guests, and their status is
+written here with a resourceVersion precondition, so a certificate is published at most once. It is
+aiohttp (kopf's own HTTP stack) on kopf's event loop: no thread per call, no client-side throttle.
+Credentials come from the kubernetes client's loaders (in-cluster service account or kubeconfig).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from issuer import api
+from issuer.errors import RetryableError
+
+
+class NotFound(Exception):
+    """The object is gone (a request deleted while we worked on it is no error)."""
+
+
+class Conflict(Exception):
+    """The object changed since we read it: our precondition failed."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    token: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+
+    @classmethod
+    def load(cls, kubeconfig: str | None = None) -> Credentials:
+        """In-cluster service account when running in a pod, else the kubeconfig (``KUBECONFIG``)."""
+        cfg = k8s_client.Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=cfg
+            )
+        authorization = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+        token = authorization.split(" ", 1)[-1] if authorization else None
+        return cls(
+            server=cfg.host.rstrip("/"),
+            token=token,
+            ca_file=cfg.ssl_ca_cert,
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+            verify=bool(cfg.verify_ssl),
+        )
+
+
+class KubeClient:
+    """A handful of typed calls; every response error becomes NotFound, Conflict or RetryableError."""
+
+    def __init__(self, credentials: Credentials, *, concurrency: int = 64, timeout: float = 30.0) -> None:
+        self.credentials = credentials
+        self._concurrency = concurrency
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            creds = self.credentials
+            context: ssl.SSLContext | bool = False
+            if creds.server.startswith("https"):
+                context = ssl.create_default_context(cafile=creds.ca_file)
+                if not creds.verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                if creds.cert_file and creds.key_file:
+                    context.load_cert_chain(creds.cert_file, creds.key_file)
+            headers = {"Accept": "application/json", "User-Agent": "trusted-issuer"}
+            if creds.token:
+                headers["Authorization"] = f"Bearer {creds.token}"
+            self._session = aiohttp.ClientSession(
+                base_url=creds.server + "/",
+                headers=headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=self._concurrency, ssl=context),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        session = self._open()
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type} if body is not None else {}
+        try:
+            async with session.request(method, path.lstrip("/"), data=data, headers=headers) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise RetryableError(f"API {method} {path}: {type(err).__name__}", "APIUnavailable") from None
+        if status == 404:
+            raise NotFound(path)
+        if status == 409:
+            raise Conflict(path)
+        if status >= 300:
+            raise RetryableError(f"API {method} {path} answered {status}: {_message(text)}", "APIError")
+        return json.loads(text) if text else {}
+
+    # -- CertificateRequests ------------------------------------------------------------------------
+
+    @staticmethod
+    def request_path(namespace: str, name: str, subresource: str = "") -> str:
+        path = (
+            f"/apis/{api.CERT_MANAGER_GROUP}/{api.CERT_MANAGER_VERSION}/namespaces/{namespace}/"
+            f"{api.CERTIFICATE_REQUEST_PLURAL}/{name}"
+        )
+        return f"{path}/{subresource}" if subresource else path
+
+    async def get_certificate_request(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self.request("GET", self.request_path(namespace, name))
+
+    async def patch_certificate_request_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Merge-patch ``status`` through the /status subresource, only if the object is still at
+        ``resource_version`` (else Conflict): what makes publishing a certificate happen at most once."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        return await self.request(
+            "PATCH", self.request_path(namespace, name, "status"), body, "application/merge-patch+json"
+        )
+
+
+def _message(text: str) -> str:
+    try:
+        return str(json.loads(text).get("message", ""))[:300]
+    except (ValueError, AttributeError):
+        return text[:300]

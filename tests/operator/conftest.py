@@ -1,0 +1,115 @@
+"""A sandbox API server on a thread and the real operator as a separate process, on a real token.
+
+The operator is started exactly as a person starts it (``python -m issuer run``), with a profiles file
+naming the test token, so these tests cross the same process, HTTP and PKCS#11 boundaries as a
+deployment does. Its log is kept so tests can scan it (no PIN may appear there).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from issuer.sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
+from issuer.signer.keys import TokenConfig
+from tests.operator.kube import Kube
+
+ROOT = Path(__file__).resolve().parents[2]
+OUR_CRDS = sorted((ROOT / "crds").glob("*.yaml"))
+
+
+@dataclass
+class Operator:
+    """The operator process; ``restart()`` and ``kill()`` serve the crash tests."""
+
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "issuer", "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        # The whole process group: the operator and its signing workers die together, as in a node loss.
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Cluster:
+    sandbox: Sandbox
+    kube: Kube
+    operator: Operator
+    token: TokenConfig
+    workdir: Path
+
+
+@pytest.fixture(scope="package")
+def cluster(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("operator")
+    wrong_pin = workdir / "wrong.pin"
+    wrong_pin.write_text("not-the-pin-4711\n")
+    wrong_pin.chmod(0o600)
+    token = {"module": token_config.module, "tokenLabel": token_config.token_label}
+    pin = (
+        {"pinFile": str(token_config.pin.file)} if token_config.pin.file else {"pinEnv": token_config.pin.env}
+    )
+    profiles = {
+        "profiles": {
+            "dev": {**token, **pin},
+            "restricted": {**token, **pin, "namespaces": ["team-a"], "clusterIssuers": False},
+            "badpin": {**token, "pinFile": str(wrong_pin)},
+        }
+    }
+    profiles_file = workdir / "profiles.yaml"
+    profiles_file.write_text(yaml.safe_dump(profiles))
+    with SandboxThread(crds=[CERTIFICATE_REQUEST_CRD, *OUR_CRDS]) as sandbox:
+        kubeconfig = sandbox.write_kubeconfig(workdir / "kubeconfig")
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "TRUSTED_ISSUER_PROFILES_FILE": str(profiles_file),
+            "TRUSTED_ISSUER_WORKERS": "2",
+            "TRUSTED_ISSUER_MAX_RETRY_DURATION": "60s",
+        }
+        operator = Operator(env, workdir / "operator.log")
+        operator.start()
+        try:
+            yield Cluster(sandbox, Kube(str(sandbox.url)), operator, token_config, workdir)
+        finally:
+            operator.stop()
+            print(operator.log()[-3000:])
+
+
+def wait_until(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
