@@ -4,7 +4,6 @@ request work queue and kopf's own settings (persistence under our API group)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from typing import Any
 
@@ -13,7 +12,6 @@ import kopf
 from issuer import api
 from issuer.controller.issuers import IssuerRegistry
 from issuer.controller.kubeapi import Credentials, KubeClient
-from issuer.controller.requests import process
 from issuer.controller.runtime import Runtime
 from issuer.profiles import load_profiles
 from issuer.settings import Settings
@@ -54,10 +52,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         clock=utcnow,
         issuers=IssuerRegistry(),
     )
-    runtime.tasks.append(asyncio.create_task(runtime.queue.run_delays(), name="queue-delays"))
-    for index in range(config.concurrency):
-        worker = runtime.queue.worker(functools.partial(process, runtime))
-        runtime.tasks.append(asyncio.create_task(worker, name=f"request-worker-{index}"))
+    # The request workers start with the first watch event (requests.observe), inside kopf's own
+    # context, which carries what kopf.event() needs to post Events.
     memo["runtime"] = runtime
     names = sorted(profiles.by_name)
     logger.info(f"started workers={config.workers} concurrency={config.concurrency} profiles={names}")

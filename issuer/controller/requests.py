@@ -9,8 +9,10 @@ across restarts, replayed watch events and competing replicas.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -73,6 +75,8 @@ def _created(meta: Mapping[str, Any], fallback: datetime) -> datetime:
 async def observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Keep the latest body of each unfinished request of ours and queue it; nothing is written here."""
     runtime: Runtime = memo["runtime"]
+    if not runtime.tasks:
+        start_workers(runtime)
     body = event["object"]
     meta = body.get("metadata") or {}
     key: RequestKey = (meta.get("namespace", ""), meta.get("name", ""))
@@ -82,6 +86,14 @@ async def observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         return
     runtime.requests[key] = dict(body)
     runtime.queue.add(key)
+
+
+def start_workers(runtime: Runtime) -> None:
+    """Start the queue's workers; tasks copy the caller's context, so call this from a kopf handler."""
+    runtime.tasks.append(asyncio.create_task(runtime.queue.run_delays(), name="queue-delays"))
+    for index in range(runtime.settings.concurrency):
+        worker = runtime.queue.worker(functools.partial(process, runtime))
+        runtime.tasks.append(asyncio.create_task(worker, name=f"request-worker-{index}"))
 
 
 async def process(runtime: Runtime, key: RequestKey) -> None:

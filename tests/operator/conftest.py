@@ -38,13 +38,17 @@ class Operator:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "issuer", "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "issuer", "run"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill(self) -> None:
         assert self.process is not None
         # The whole process group: the operator and its signing workers die together, as in a node loss.
-        self.process.send_signal(signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
@@ -103,7 +107,6 @@ def cluster(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory)
             yield Cluster(sandbox, Kube(str(sandbox.url)), operator, token_config, workdir)
         finally:
             operator.stop()
-            print(operator.log()[-3000:])
 
 
 def wait_until(predicate: object, timeout: float = 30.0) -> None:
