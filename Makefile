@@ -15,8 +15,16 @@ dev: ## install system packages (as root) and the virtualenv, and create the dev
 	@$(VENV)/bin/trusted-issuer hsm init-dev-token >/dev/null
 
 .PHONY: demo
-demo: dev ## the main job: a CA key generated in the token signs a workload CSR; openssl verifies it
+demo: dev ## the main job: sandbox API server + operator; a TrustedIssuer signs a CertificateRequest in the token
+	@VENV=$(VENV) scripts/sandbox.sh demo
+
+.PHONY: demo-signer
+demo-signer: dev ## the signing core alone: CLI creates a CA in the token, signs a CSR, openssl verifies it
 	@VENV=$(VENV) scripts/demo-signer.sh
+
+.PHONY: sandbox
+sandbox: dev ## keep the sandbox API server and the operator running; prints a KUBECONFIG for kubectl
+	@VENV=$(VENV) scripts/sandbox.sh serve
 
 .PHONY: test
 test: ## run the tests (unit, integration on a real SoftHSM2 token; e2e skips without Docker)

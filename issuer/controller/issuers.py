@@ -22,10 +22,9 @@ from issuer import api
 from issuer.controller import status as st
 from issuer.controller.runtime import Runtime
 from issuer.errors import ConfigurationError, IssuerError, PermanentError, TrustedIssuerError
-from issuer.signer import worker
 from issuer.signer.keys import Algorithm, KeyHandle, public_key_fingerprint
 from issuer.signer.policy import Policy, parse_duration
-from issuer.signer.worker import IssuerKey
+from issuer.signer.pool import IssuerKey
 
 IssuerRef = tuple[str, str | None, str]  # (kind, namespace or None, name)
 RECHECK_INTERVAL = 60.0
@@ -102,11 +101,11 @@ class IssuerSpec:
         key = spec.get("key") or {}
         ca = (spec.get("ca") or {}).get("selfSigned")
         if not spec.get("tokenProfile"):
-            raise PermanentError("spec.tokenProfile is required")
+            raise PermanentError("spec.tokenProfile is required", "InvalidSpec")
         if not ca or not ca.get("subject"):
-            raise PermanentError("spec.ca.selfSigned.subject is required")
+            raise PermanentError("spec.ca.selfSigned.subject is required", "InvalidSpec")
         if key.get("generate") is not None and key.get("adopt") is not None:
-            raise PermanentError("spec.key: choose one source, generate or adopt")
+            raise PermanentError("spec.key: choose one source, generate or adopt", "InvalidSpec")
         adopt = key.get("adopt")
         try:
             return cls(
@@ -121,10 +120,8 @@ class IssuerSpec:
                 policy=Policy.from_spec(spec.get("policy")),
                 destroy_on_delete=spec.get("deletionPolicy") == "Destroy",
             )
-        except ConfigurationError as err:
-            raise PermanentError(f"spec: {err.message}") from None
-        except PermanentError as err:
-            raise PermanentError(f"spec: {err.message}") from None
+        except (ConfigurationError, PermanentError) as err:
+            raise PermanentError(f"spec: {err.message}", "InvalidSpec") from None
 
 
 def needs_new_ca(current: Mapping[str, Any] | None, key: KeyHandle, spec: IssuerSpec, now: datetime) -> bool:
@@ -166,7 +163,7 @@ async def reconcile(runtime: Runtime, kind: str, body: Mapping[str, Any], patch:
                 "create a new issuer to change it",
                 "KeyAlgorithmChanged",
             )
-        await runtime.pool.acall(worker.verify_key, token, handle)
+        await runtime.pool.averify_key(token, handle)
     elif spec.adopt_label:
         scope = key_scope(kind, namespace)
         if not spec.adopt_label.startswith(scope):
@@ -175,37 +172,30 @@ async def reconcile(runtime: Runtime, kind: str, body: Mapping[str, Any], patch:
                 "can be adopted",
                 "KeyOutOfScope",
             )
-        handle = await runtime.pool.acall(worker.find_key, token, spec.adopt_label)
+        handle = await runtime.pool.afind_key(token, spec.adopt_label)
         if handle.algorithm is not spec.algorithm:
             raise IssuerError(
                 f"key {spec.adopt_label!r} is {handle.algorithm.value}, not {spec.algorithm.value}",
                 "KeyMismatch",
             )
-        await runtime.pool.acall(worker.verify_key, token, handle)
+        await runtime.pool.averify_key(token, handle)
     else:
         label = owned_key_label(kind, namespace, meta["name"], meta.get("uid", ""))
         try:
             # A crash after generating but before recording leaves our own key behind: take it back.
-            handle = await runtime.pool.acall(worker.find_key, token, label)
+            handle = await runtime.pool.afind_key(token, label)
         except IssuerError as err:
             if err.reason != "KeyNotFound":
                 raise
-            handle = await runtime.pool.acall(worker.generate_key, token, spec.algorithm, label)
+            handle = await runtime.pool.agenerate_key(token, spec.algorithm, label)
     patch.status["keyHandle"] = handle.to_status()
 
     now = runtime.clock()
     certificates: list[dict[str, Any]] = list(status.get("caCertificates") or [])
     current = certificates[0] if certificates else None
     if needs_new_ca(current, handle, spec, now):
-        pem = await runtime.pool.acall(
-            worker.create_self_signed_ca,
-            token,
-            handle,
-            spec.subject,
-            spec.ca_duration,
-            now,
-            spec.path_length,
-            spec.rsa_pss,
+        pem = await runtime.pool.acreate_self_signed_ca(
+            token, handle, spec.subject, spec.ca_duration, path_length=spec.path_length, rsa_pss=spec.rsa_pss
         )
         previous = [c for c in certificates[:1] if _still_valid(c, now) and _same_key(c, handle)]
         certificates = [st.ca_entry(pem), *previous]
@@ -213,7 +203,7 @@ async def reconcile(runtime: Runtime, kind: str, body: Mapping[str, Any], patch:
     # Requesters trust every CA certificate still valid for this key (old and new during a renewal).
     patch.status["ca"] = "".join(c["pem"] for c in certificates)
     signing = IssuerKey(token, handle, certificates[0]["pem"].encode(), spec.policy, spec.rsa_pss)
-    await runtime.pool.acall(worker.check_issuer, signing, now)
+    await runtime.pool.acheck(signing)
     return signing
 
 
@@ -317,7 +307,7 @@ def _register(kind: str, plural: str) -> None:
             return
         spec = IssuerSpec.parse(body.get("spec") or {})
         handle = KeyHandle.from_status(recorded)
-        await runtime.pool.acall(worker.destroy_key, runtime.profiles.get(spec.profile).token, handle)
+        await runtime.pool.adestroy_key(runtime.profiles.get(spec.profile).token, handle)
         logger.info(f"destroyed key label={handle.key_label!r} id={handle.key_id} (deletionPolicy=Destroy)")
 
 

@@ -38,7 +38,7 @@ from typing import Any, Literal, TypeVar
 from issuer.errors import RetryableError
 from issuer.signer import worker
 from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig
-from issuer.signer.worker import IssuerKey
+from issuer.signer.worker import IssuerKey as IssuerKey  # re-exported: the pool is the signer surface
 from issuer.signer.x509 import PEMBundle, SigningRequest, utcnow
 
 R = TypeVar("R")
@@ -440,3 +440,32 @@ class SignerPool:
 
     def destroy_key(self, token: TokenConfig, key: KeyHandle) -> None:
         self.call(worker.destroy_key, token, key)
+
+    # Coroutine forms for the operator's event loop.
+
+    async def agenerate_key(self, token: TokenConfig, algorithm: Algorithm, key_label: str) -> KeyHandle:
+        return await self.acall(worker.generate_key, token, algorithm, key_label)
+
+    async def afind_key(self, token: TokenConfig, key_label: str) -> KeyHandle:
+        return await self.acall(worker.find_key, token, key_label)
+
+    async def averify_key(self, token: TokenConfig, key: KeyHandle) -> KeyHandle:
+        """Prove the key is in the token and is the recorded one (looked up afresh, not cached)."""
+        return await self.acall(worker.verify_key, token, key)
+
+    async def acreate_self_signed_ca(
+        self,
+        token: TokenConfig,
+        key: KeyHandle,
+        subject: str,
+        duration: timedelta,
+        *,
+        path_length: int | None = None,
+        rsa_pss: bool = False,
+    ) -> bytes:
+        return await self.acall(
+            worker.create_self_signed_ca, token, key, subject, duration, self.clock(), path_length, rsa_pss
+        )
+
+    async def adestroy_key(self, token: TokenConfig, key: KeyHandle) -> None:
+        await self.acall(worker.destroy_key, token, key)
