@@ -232,7 +232,9 @@ def test_policy_violation_fails_with_the_rule_named(cluster: Cluster) -> None:
     kube, namespace = cluster.kube, _name("policy")
     issuer = _name("ca")
     # maxDuration alone: the CRD must not default a defaultDuration that exceeds it.
-    _ready_issuer(cluster, namespace, issuer, policy={"dnsDomains": ["svc.cluster.local"], "maxDuration": "720h"})
+    _ready_issuer(
+        cluster, namespace, issuer, policy={"dnsDomains": ["svc.cluster.local"], "maxDuration": "720h"}
+    )
     path = CR_PATH.format(ns=namespace)
     kube.create(path, certificate_request("evil", make_csr(dns=["evilsvc.cluster.local"]), issuer=issuer))
     kube.create(path, certificate_request("fine", make_csr(dns=["web.ns.svc.cluster.local"]), issuer=issuer))
