@@ -1,4 +1,6 @@
-"""The kopf operator: our issuers and cert-manager's CertificateRequests. Knows nothing about PKCS#11.
+"""The kopf operator: our issuers, cert-manager CertificateRequests and Kubernetes CSRs.
+
+It knows nothing about PKCS#11.
 
 Importing this package registers every handler, so ``kopf run -m issuer.controller`` runs it.
 """

@@ -19,7 +19,6 @@ import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from issuer import api
 from issuer.errors import RetryableError
 
 
@@ -124,28 +123,21 @@ class KubeClient:
             raise RetryableError(f"API {method} {path} answered {status}: {_message(text)}", "APIError")
         return json.loads(text) if text else {}
 
-    # -- CertificateRequests ------------------------------------------------------------------------
+    async def get(self, path: str) -> dict[str, Any]:
+        return await self.request("GET", path)
 
-    @staticmethod
-    def request_path(namespace: str, name: str, subresource: str = "") -> str:
-        path = (
-            f"/apis/{api.CERT_MANAGER_GROUP}/{api.CERT_MANAGER_VERSION}/namespaces/{namespace}/"
-            f"{api.CERTIFICATE_REQUEST_PLURAL}/{name}"
-        )
-        return f"{path}/{subresource}" if subresource else path
-
-    async def get_certificate_request(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self.request("GET", self.request_path(namespace, name))
-
-    async def patch_certificate_request_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    async def patch_status(
+        self, path: str, status: Mapping[str, Any], resource_version: str
     ) -> dict[str, Any]:
-        """Merge-patch ``status`` through the /status subresource, only if the object is still at
-        ``resource_version`` (else Conflict): what makes publishing a certificate happen at most once."""
+        """Merge-patch ``status`` through the object's /status subresource, only if the object is still
+        at ``resource_version`` (else Conflict): what makes publishing a certificate happen at most once."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        return await self.request(
-            "PATCH", self.request_path(namespace, name, "status"), body, "application/merge-patch+json"
-        )
+        return await self.request("PATCH", f"{path}/status", body, "application/merge-patch+json")
+
+    async def subject_access_review(self, spec: Mapping[str, Any]) -> bool:
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        answer = await self.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        return bool((answer.get("status") or {}).get("allowed"))
 
 
 def _message(text: str) -> str:

@@ -17,7 +17,7 @@ from issuer.signer.pool import SignerPool
 if TYPE_CHECKING:
     from issuer.controller.issuers import IssuerRegistry
 
-RequestKey = tuple[str, str]  # (namespace, name)
+RequestKey = tuple[str, str, str]  # (plural, namespace or "", name)
 
 
 @dataclass

@@ -14,9 +14,9 @@ import copy
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-import jsonschema  # type: ignore[import-untyped]  # no types-jsonschema in the lint extras yet
+import jsonschema
 
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 _FORMATS = jsonschema.FormatChecker(formats=())
@@ -73,7 +73,7 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         missing = str(error.message).split("'")[1] if "'" in error.message else ""
         return (f"{field}.{missing}" if field else missing), "Required value"
     if error.validator == "enum":
-        allowed = ", ".join(json.dumps(v) for v in error.validator_value)
+        allowed = ", ".join(json.dumps(v) for v in cast(list[Any], error.validator_value))
         return field, f"Unsupported value: {value}: supported values: {allowed}"
     if error.validator == "type":
         return field, f"Invalid value: {value}: {field} in body must be of type {error.validator_value}"
