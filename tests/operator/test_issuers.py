@@ -80,7 +80,7 @@ def test_deletion_keeps_the_key_unless_destroy_is_asked(cluster: Cluster, pool: 
 
     from tests.operator.conftest import wait_until
 
-    wait_until(lambda: gone("keep") and gone("burn"))
+    wait_until(lambda: gone("keep") and gone("burn"), timeout=90)
     labels = {r.handle.key_label for r in pool.list_keys(cluster.token)}
     assert kept in labels
     assert burnt not in labels
