@@ -34,6 +34,8 @@ class Settings:
     max_retry_duration: timedelta = timedelta(minutes=5)
     #: Requests in flight at once (signing, publishing); the signer pool bounds the CPU part.
     concurrency: int = 64
+    #: Port of the Prometheus /metrics endpoint; 0 turns it off.
+    metrics_port: int = 9402
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -62,6 +64,11 @@ class Settings:
             values["profiles_file"] = Path(str(get("PROFILES_FILE")))
         if get("MAX_RETRY_DURATION"):
             values["max_retry_duration"] = parse_duration(str(get("MAX_RETRY_DURATION")))
+        if get("METRICS_PORT"):
+            try:
+                values["metrics_port"] = int(str(get("METRICS_PORT")))
+            except ValueError:
+                raise ConfigurationError(f"{ENV_PREFIX}METRICS_PORT must be a port number") from None
         if get("CONCURRENCY"):
             try:
                 values["concurrency"] = int(str(get("CONCURRENCY")))

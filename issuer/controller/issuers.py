@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 from cryptography import x509
 
-from issuer import api
+from issuer import api, metrics
 from issuer.controller import status as st
 from issuer.controller.runtime import Runtime
 from issuer.errors import ConfigurationError, IssuerError, PermanentError, TrustedIssuerError
@@ -33,6 +33,11 @@ MAX_BACKOFF = 300.0
 
 def issuer_ref(kind: str, namespace: str | None, name: str) -> IssuerRef:
     return (kind, namespace if kind == api.ISSUER_KIND else None, name)
+
+
+def metric_label(ref: IssuerRef) -> str:
+    kind, namespace, name = ref
+    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
 
 
 def describe(ref: IssuerRef) -> str:
@@ -240,6 +245,10 @@ async def _reconcile_and_report(
             conditions, api.CONDITION_READY, False, err.reason, err.message, now, generation
         )
         patch.status["observedGeneration"] = generation
+        metrics.ISSUER_READY.labels(metric_label(ref)).set(0)
+        if err.reason in ("PINIncorrect", "PINLocked", "PINExpired"):
+            profile = str((body.get("spec") or {}).get("tokenProfile", ""))
+            metrics.TOKEN_LOGIN_FAILURES.labels(profile).inc()
         logger.warning(f"issuer not ready: reason={err.reason} message={err.message!r}")
         if isinstance(err, PermanentError):
             # Only a spec change can fix it; kopf calls us again on the next change.
@@ -252,6 +261,9 @@ async def _reconcile_and_report(
     )
     patch.status["observedGeneration"] = generation
     state.ready, state.signing, state.message = True, signing, message
+    metrics.ISSUER_READY.labels(metric_label(ref)).set(1)
+    ca = x509.load_pem_x509_certificate(signing.ca_pem)
+    metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ca.not_valid_after_utc.timestamp())
     for waiting in runtime.issuers.woken(ref):
         runtime.queue.add(waiting)
 
@@ -285,6 +297,9 @@ def _register(kind: str, plural: str) -> None:
         ref = issuer_ref(kind, meta.get("namespace"), meta.get("name", ""))
         if event["type"] == "DELETED":
             runtime.issuers.states.pop(ref, None)
+            for gauge in (metrics.ISSUER_READY, metrics.CA_NOT_AFTER):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(metric_label(ref))
             return
         state = runtime.issuers.states.get(ref)
         generation = int(str(meta.get("generation") or 0))

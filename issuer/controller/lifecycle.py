@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from issuer import api
+from issuer import api, metrics
 from issuer.controller.issuers import IssuerRegistry
 from issuer.controller.kubeapi import Credentials, KubeClient
 from issuer.controller.runtime import Runtime
@@ -54,6 +54,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     )
     # The request workers start with the first watch event (requests.observe), inside kopf's own
     # context, which carries what kopf.event() needs to post Events.
+    metrics.watch_pool(lambda: pool.workers, lambda: pool.restarts)
+    metrics.watch_queue(lambda: len(runtime.queue), lambda: runtime.queue.in_flight)
+    metrics.serve(config.metrics_port)
     memo["runtime"] = runtime
     names = sorted(profiles.by_name)
     logger.info(f"started workers={config.workers} concurrency={config.concurrency} profiles={names}")

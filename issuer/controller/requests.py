@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
 import kopf
 
-from issuer import api
+from issuer import api, metrics
 from issuer.controller import status as st
-from issuer.controller.issuers import IssuerRef, describe
+from issuer.controller.issuers import IssuerRef, describe, metric_label
 from issuer.controller.kinds import CERTIFICATE_REQUESTS, KINDS, SIGNING_REQUESTS, RequestKind
 from issuer.controller.kubeapi import Conflict, NotFound
 from issuer.controller.runtime import RequestKey, Runtime
@@ -98,6 +99,7 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
     if kind.is_finished(status):
         return
     if st.is_true(conditions, api.CONDITION_DENIED):
+        metrics.REQUESTS_FAILED.labels(_issuer_label(kind, body), kind.name, "Denied").inc()
         if kind.writes_progress:
             await _publish(runtime, kind, key, body, st.request_denied(conditions, now))
             _tell(body, "Warning", "Denied", "The request was denied by an approver; it will not be signed")
@@ -114,10 +116,12 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         await _pending(runtime, kind, key, body, f"Waiting for {describe(ref)}, which {why}", now)
         return
 
+    started = time.monotonic()
     try:
         await kind.authorize(runtime.client, body, ref)
         request = kind.signing_request(body)
-        bundle = await runtime.pool.asign(issuer.signing, request)
+        with metrics.TOKEN_OPERATION_SECONDS.labels("sign").time():
+            bundle = await runtime.pool.asign(issuer.signing, request)
     except PermanentError as err:
         await _fail(runtime, kind, key, body, err.message, now)
         return
@@ -140,6 +144,8 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         f"notAfter={bundle.not_after.isoformat()} keyID={issuer.signing.key.key_id}"
     )
     if await _publish_certificate(runtime, kind, key, body, bundle, now, ref):
+        metrics.CERTIFICATES_ISSUED.labels(metric_label(ref), kind.name).inc()
+        metrics.SIGNING_SECONDS.labels(kind.name).observe(time.monotonic() - started)
         message = f"Certificate issued by {describe(ref)}, serial {bundle.serial_number:x}"
         _tell(body, "Normal", "Issued", message)
 
@@ -221,8 +227,14 @@ async def _pending(
 
 
 async def _fail(
-    runtime: Runtime, kind: RequestKind, key: RequestKey, body: dict[str, Any], message: str, now: datetime
+    runtime: Runtime,
+    kind: RequestKind,
+    key: RequestKey,
+    body: dict[str, Any],
+    message: str,
+    now: datetime,
 ) -> None:
+    metrics.REQUESTS_FAILED.labels(_issuer_label(kind, body), kind.name, "Failed").inc()
     log.info(f"failed kind={kind.name} request={_name(key)} reason={message!r}")
     await _publish(runtime, kind, key, body, kind.failed(body.get("status") or {}, message, now))
     _tell(body, "Warning", "Failed", message)
@@ -251,6 +263,11 @@ def _created(meta: Mapping[str, Any], fallback: datetime) -> datetime:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return fallback
+
+
+def _issuer_label(kind: RequestKind, body: Mapping[str, Any]) -> str:
+    ref = kind.issuer_of(body)
+    return metric_label(ref) if ref else ""
 
 
 def _tell(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:

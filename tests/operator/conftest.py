@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,6 +101,7 @@ def cluster(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory)
             "TRUSTED_ISSUER_PROFILES_FILE": str(profiles_file),
             "TRUSTED_ISSUER_WORKERS": "2",
             "TRUSTED_ISSUER_MAX_RETRY_DURATION": "60s",
+            "TRUSTED_ISSUER_METRICS_PORT": str(_free_port()),
         }
         operator = Operator(env, workdir / "operator.log")
         operator.start()
@@ -107,6 +109,12 @@ def cluster(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory)
             yield Cluster(sandbox, Kube(str(sandbox.url)), operator, token_config, workdir)
         finally:
             operator.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_until(predicate: object, timeout: float = 30.0) -> None:
