@@ -223,7 +223,8 @@ def _same_key(entry: Mapping[str, Any], handle: KeyHandle) -> bool:
 
 
 def _backoff(retry: int) -> float:
-    return float(min(MAX_BACKOFF, 5.0 * 2 ** min(retry, 10)))
+    # Quick at first (a token hiccup heals in seconds), then slower, up to five minutes.
+    return float(min(MAX_BACKOFF, 2.0 ** min(retry, 10)))
 
 
 async def _reconcile_and_report(

@@ -162,22 +162,22 @@ def resolve_usages(usages: Sequence[str], *, is_ca: bool, key_family: str) -> Us
     return Usages(frozenset(bits), tuple(extended))
 
 
+#: The fields of cryptography's ``x509.KeyUsage``, in RFC 5280 bit order.
+KEY_USAGE_FIELDS = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
 def key_usage_extension(bits: frozenset[str]) -> x509.KeyUsage:
-    flags = {
-        name: name in bits
-        for name in (
-            "digital_signature",
-            "content_commitment",
-            "key_encipherment",
-            "data_encipherment",
-            "key_agreement",
-            "key_cert_sign",
-            "crl_sign",
-            "encipher_only",
-            "decipher_only",
-        )
-    }
-    return x509.KeyUsage(**flags)
+    return x509.KeyUsage(**{name: name in bits for name in KEY_USAGE_FIELDS})
 
 
 # -- the per-issuer policy -------------------------------------------------------------------------------

@@ -68,12 +68,14 @@ def session(config: TokenConfig) -> hsm.TokenSession:
     return opened
 
 
-def forget(config: TokenConfig) -> None:
-    """Drop a token's session and make the module rescan, so the next task logs in afresh."""
+def forget(config: TokenConfig, *, rescan: bool) -> None:
+    """Drop a token's session so the next task logs in afresh; ``rescan`` also re-initialises the
+    module (when no other session uses it), so a token that went away and came back is found again.
+    A PIN problem needs no rescan: re-initialising a module for it only disturbs other profiles."""
     stale = _sessions.pop(config, None)
     if stale is not None:
         stale.close()
-    if not any(c.module == config.module for c in _sessions):
+    if rescan and not any(c.module == config.module for c in _sessions):
         hsm.reset_module(config.module)
 
 
@@ -83,11 +85,12 @@ def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
     try:
         return run(session(config))
     except RetryableError:
-        forget(config)
+        forget(config, rescan=True)
         raise
     except Exception as err:
-        if getattr(err, "reason", "") in {"PINIncorrect", "NotLoggedIn", "TokenNotFound"}:
-            forget(config)
+        reason = getattr(err, "reason", "")
+        if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound"}:
+            forget(config, rescan=reason == "TokenNotFound")
         raise
 
 

@@ -24,6 +24,7 @@ from issuer.errors import IssuerError, PermanentError
 from issuer.signer.keys import public_key_fingerprint
 from issuer.signer.policy import (
     FORBIDDEN_KEY_USAGE_BITS,
+    KEY_USAGE_FIELDS,
     Policy,
     Usages,
     check_dns_name,
@@ -312,21 +313,9 @@ def _names(values: set[str] | frozenset[str]) -> str:
 
 
 def _key_usage_bits(usage: x509.KeyUsage) -> frozenset[str]:
-    bits = set()
-    for name in (
-        "digital_signature",
-        "content_commitment",
-        "key_encipherment",
-        "data_encipherment",
-        "key_agreement",
-        "key_cert_sign",
-        "crl_sign",
-    ):
-        if getattr(usage, name):
-            bits.add(name)
-    if usage.key_agreement:
-        bits.update(n for n in ("encipher_only", "decipher_only") if getattr(usage, n))
-    return frozenset(bits)
+    # cryptography raises when encipher_only/decipher_only are read without key_agreement.
+    readable = KEY_USAGE_FIELDS if usage.key_agreement else KEY_USAGE_FIELDS[:-2]
+    return frozenset(name for name in readable if getattr(usage, name))
 
 
 # -- certificates ---------------------------------------------------------------------------------------

@@ -80,7 +80,11 @@ def test_deletion_keeps_the_key_unless_destroy_is_asked(cluster: Cluster, pool: 
 
     from tests.operator.conftest import wait_until
 
-    wait_until(lambda: gone("keep") and gone("burn"), timeout=90)
+    try:
+        wait_until(lambda: gone("keep") and gone("burn"), timeout=90)
+    except AssertionError:
+        left = [kube.get(f"{issuers}/{n}")["metadata"] for n in ("keep", "burn") if not gone(n)]
+        raise AssertionError(f"not deleted: {left}") from None
     labels = {r.handle.key_label for r in pool.list_keys(cluster.token)}
     assert kept in labels
     assert burnt not in labels
