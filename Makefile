@@ -34,10 +34,20 @@ test: ## run the tests (unit, integration on a real SoftHSM2 token; e2e skips wi
 .PHONY: lint
 lint: ## ruff, mypy and the import contracts (the wall between signer and controller)
 	@VENV=$(VENV) scripts/bootstrap.sh
-	@$(VENV)/bin/ruff check issuer tests benchmarks
-	@$(VENV)/bin/ruff format --check issuer tests benchmarks
+	@$(VENV)/bin/ruff check issuer tests benchmarks charts/trusted-issuer/files
+	@$(VENV)/bin/ruff format --check issuer tests benchmarks charts/trusted-issuer/files
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/lint-imports
+
+.PHONY: chart-lint
+chart-lint: ## lint and render the Helm chart with every HSM backend; validate against Kubernetes schemas
+	@VENV=$(VENV) scripts/bootstrap.sh
+	@$(PY) -m pytest tests/chart -q $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: ## kind + cert-manager + image + chart: a Certificate signed in the token (docker, kind, helm, internet)
+	@VENV=$(VENV) scripts/bootstrap.sh
+	@$(PY) -m pytest tests/e2e -m e2e -rs $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: dev ## signing-core benchmark: pipeline vs raw token vs software key, 1 and 2 workers

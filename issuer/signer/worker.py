@@ -69,13 +69,17 @@ def session(config: TokenConfig) -> hsm.TokenSession:
 
 
 def forget(config: TokenConfig, *, rescan: bool) -> None:
-    """Drop a token's session so the next task logs in afresh; ``rescan`` also re-initialises the
-    module (when no other session uses it), so a token that went away and came back is found again.
-    A PIN problem needs no rescan: re-initialising a module for it only disturbs other profiles."""
+    """Drop a token's session so the next task logs in afresh. ``rescan`` also closes every session on
+    the same module and re-initialises it, so the module reads its tokens anew: a token that went
+    away and came back is found again, and so is a key that another worker process just created
+    (SoftHSM2's per-process object cache was seen to miss one). A PIN problem needs no rescan."""
     stale = _sessions.pop(config, None)
     if stale is not None:
         stale.close()
-    if rescan and not any(c.module == config.module for c in _sessions):
+    if rescan:
+        for other in [c for c in _sessions if c.module == config.module]:
+            _sessions.pop(other).close()
+        _token_keys.clear()
         hsm.reset_module(config.module)
 
 
@@ -89,8 +93,8 @@ def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
         raise
     except Exception as err:
         reason = getattr(err, "reason", "")
-        if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound"}:
-            forget(config, rescan=reason == "TokenNotFound")
+        if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound", "KeyNotFound"}:
+            forget(config, rescan=reason in {"TokenNotFound", "KeyNotFound"})
         raise
 
 
