@@ -22,7 +22,7 @@ from cryptography.x509.verification import PolicyBuilder, Store
 
 from issuer.errors import IssuerError, PermanentError
 from issuer.signer.keys import public_key_fingerprint
-from issuer.signer.policy import Policy
+from issuer.signer.policy import KEY_USAGE_FIELDS, Policy
 from issuer.signer.x509 import (
     BACKDATE,
     CAChain,
@@ -38,17 +38,7 @@ if TYPE_CHECKING:
     from tests.unit.conftest import PKI, IssuingCA
 
 NOW_CA_AGE = timedelta(days=1)
-KU_BITS = (
-    "digital_signature",
-    "content_commitment",
-    "key_encipherment",
-    "data_encipherment",
-    "key_agreement",
-    "key_cert_sign",
-    "crl_sign",
-    "encipher_only",
-    "decipher_only",
-)
+KU_BITS = KEY_USAGE_FIELDS
 CA_KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "ed25519")
 LEAF_KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa-2048", "rsa-3072", "ed25519")
 #: (signature algorithm OID, what the token was asked for: digest name, PSS) per CA key type.
