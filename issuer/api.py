@@ -12,9 +12,6 @@ ISSUER_PLURAL = "trustedissuers"
 CLUSTER_ISSUER_PLURAL = "trustedclusterissuers"
 ISSUER_KINDS = (ISSUER_KIND, CLUSTER_ISSUER_KIND)
 
-#: The field manager for every server-side write we make.
-FIELD_MANAGER = "trusted-issuer"
-
 CERT_MANAGER_GROUP = "cert-manager.io"
 CERT_MANAGER_VERSION = "v1"
 CERTIFICATE_REQUEST_PLURAL = "certificaterequests"

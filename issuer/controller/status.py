@@ -68,10 +68,6 @@ def pem_field(pem: bytes) -> str:
     return base64.b64encode(pem).decode("ascii")
 
 
-def decode_pem_field(value: str | None) -> bytes:
-    return base64.b64decode(value) if value else b""
-
-
 # -- CertificateRequest status ----------------------------------------------------------------------------
 
 
@@ -92,27 +88,26 @@ def request_issued(
     }
 
 
+def _ended(
+    conditions: Sequence[Mapping[str, Any]] | None, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    """Ready=False with a final reason and ``failureTime``: cert-manager stops waiting on the request."""
+    return {
+        "failureTime": timestamp(now),
+        "conditions": set_condition(conditions, api.CONDITION_READY, False, reason, message, now),
+    }
+
+
 def request_failed(
     conditions: Sequence[Mapping[str, Any]] | None, message: str, now: datetime
 ) -> dict[str, Any]:
-    return {
-        "failureTime": timestamp(now),
-        "conditions": set_condition(conditions, api.CONDITION_READY, False, api.REASON_FAILED, message, now),
-    }
+    return _ended(conditions, api.REASON_FAILED, message, now)
 
 
 def request_denied(conditions: Sequence[Mapping[str, Any]] | None, now: datetime) -> dict[str, Any]:
-    return {
-        "failureTime": timestamp(now),
-        "conditions": set_condition(
-            conditions,
-            api.CONDITION_READY,
-            False,
-            api.REASON_DENIED,
-            "The CertificateRequest was denied by an approval controller",
-            now,
-        ),
-    }
+    return _ended(
+        conditions, api.REASON_DENIED, "The CertificateRequest was denied by an approval controller", now
+    )
 
 
 def request_pending(

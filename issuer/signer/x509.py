@@ -8,7 +8,6 @@ every problem with the CA is an ``IssuerError``.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -483,39 +482,6 @@ def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIde
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
     assert isinstance(ski, x509.SubjectKeyIdentifier)
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
-def describe_certificate(cert: x509.Certificate) -> dict[str, str]:
-    """Subject, SANs, issuer, validity and serial of a certificate, for people and audit lines."""
-    try:
-        sans: Sequence[x509.GeneralName] = list(
-            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        )
-    except x509.ExtensionNotFound:
-        sans = []
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "serial": format(cert.serial_number, "x"),
-        "notBefore": cert.not_valid_before_utc.isoformat(),
-        "notAfter": cert.not_valid_after_utc.isoformat(),
-        "sans": ", ".join(_general_name(n) for n in sans),
-    }
-
-
-def _general_name(name: x509.GeneralName) -> str:
-    prefix = {
-        x509.DNSName: "DNS",
-        x509.IPAddress: "IP",
-        x509.UniformResourceIdentifier: "URI",
-        x509.RFC822Name: "email",
-    }.get(type(name), type(name).__name__)
-    value = name.value
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        value = str(value)
-    elif not isinstance(value, str):
-        value = repr(value)
-    return f"{prefix}:{value}"
 
 
 def utcnow() -> datetime:
