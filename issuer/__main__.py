@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from issuer.errors import TrustedIssuerError
+from issuer.errors import ConfigurationError, TrustedIssuerError
 from issuer.settings import Settings
 from issuer.signer.devtoken import DEFAULT_DIR, DEFAULT_LABEL, init_dev_token
 from issuer.signer.keys import Algorithm
@@ -163,7 +164,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import issuer.controller  # noqa: F401 - registers the handlers
 
     Settings.from_env().validate()  # fail fast, with one line, before kopf starts
-    kopf.configure(verbose=args.verbose)
+    log_format = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}
+    if args.log_format not in log_format:
+        raise ConfigurationError(f"log format {args.log_format!r} is not one of full, plain, json")
+    kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
@@ -184,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--log-format",
+        choices=("full", "plain", "json"),
+        default=os.environ.get("TRUSTED_ISSUER_LOG_FORMAT", "full"),
+        help="log line format; json puts audit fields in their own keys (env TRUSTED_ISSUER_LOG_FORMAT)",
+    )
     run.set_defaults(run=cmd_run)
 
     hsm = commands.add_parser("hsm", help="token set-up and inspection").add_subparsers(
