@@ -661,7 +661,10 @@ class TokenSession:
         with token_errors(where):
             if isinstance(public, rsa.RSAPublicKey):
                 numbers = public.public_numbers()
-                if int.from_bytes(bytes(priv[Attribute.MODULUS])) != numbers.n:
+                if (
+                    int.from_bytes(bytes(priv[Attribute.MODULUS])) != numbers.n
+                    or int.from_bytes(bytes(priv[Attribute.PUBLIC_EXPONENT])) != numbers.e
+                ):
                     raise mismatch
                 material: dict[Attribute, Any] = {
                     Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8),
