@@ -407,6 +407,27 @@ def test_import_errors_are_named_and_leave_nothing_behind(
     )
 
 
+def test_importing_again_under_the_same_label_returns_the_same_key(
+    pool: SignerPool,
+    token_config: TokenConfig,
+    wrapping: WrappingKey,
+    wrapping_public: rsa.RSAPublicKey,
+    direct_session: Any,
+) -> None:
+    """A controller that crashed after the import but before recording the handle just asks again."""
+    label = unique_label("imported-twice")
+    blob = provision.wrap_private_key(wrapping_public, software_ca_key("rsa-2048"))
+    first = pool.unwrap_key(token_config, wrapping.handle, blob, label)
+    again = pool.unwrap_key(
+        token_config,
+        wrapping.handle,
+        provision.wrap_private_key(wrapping_public, software_ca_key("rsa-2048")),
+        label,
+    )
+    assert again == first
+    assert len(_objects(direct_session, label)) == 2  # one private, one public: nothing imported twice
+
+
 def test_a_taken_label_is_refused(
     pool: SignerPool,
     token_config: TokenConfig,
@@ -414,9 +435,12 @@ def test_a_taken_label_is_refused(
     wrapping_public: rsa.RSAPublicKey,
     imported: dict[str, KeyHandle],
 ) -> None:
-    blob = provision.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p256"))
+    """A label that holds another key is never reused, whatever the blob."""
+    blob = provision.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p384"))
     with pytest.raises(PermanentError, match="already holds a key"):
         pool.unwrap_key(token_config, wrapping.handle, blob, imported["ecdsa-p256"].key_label)
+    with pytest.raises(PermanentError, match="already holds a key"):
+        pool.unwrap_key(token_config, wrapping.handle, blob, wrapping.handle.key_label)
 
 
 def test_softhsm_cannot_unwrap_ed25519(direct_session: Any, token_config: TokenConfig) -> None:
