@@ -20,14 +20,14 @@ import kopf
 from cryptography import x509
 
 from issuer import api, metrics
-from issuer.controller import rotation
+from issuer.controller import provisioning, rotation
 from issuer.controller import status as st
-from issuer.controller.issuer_spec import IssuerSpec
+from issuer.controller.issuer_spec import CASource, IssuerSpec, KeySource
 from issuer.controller.rotation import Log as Logger
 from issuer.controller.rotation import Outcome
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
-from issuer.signer.keys import KeyHandle, TokenConfig
+from issuer.signer.keys import KeyHandle, TokenConfig, WrappingKey
 from issuer.signer.pool import IssuerKey
 from issuer.signer.x509 import PEMBundle
 
@@ -151,15 +151,13 @@ async def _signing_key(
 
 def owned_keys(status: Mapping[str, Any]) -> list[KeyHandle]:
     """Every token key an issuer's status records as its own and not yet destroyed: the signing key, a
-    rotation's next key, retired keys, and a wrapping key still waiting for its import."""
+    rotation's next key and retired keys (a wrapping key still waiting for its import is separate)."""
     recorded: list[Mapping[str, Any]] = []
     if status.get("keyHandle"):
         recorded.append(status["keyHandle"])
     if (status.get("nextKey") or {}).get("keyHandle"):
         recorded.append(status["nextKey"]["keyHandle"])
     recorded.extend(r["keyHandle"] for r in status.get("retiredKeys") or [] if not r.get("destroyedAt"))
-    if (status.get("wrappingKey") or {}).get("keyHandle"):
-        recorded.append(status["wrappingKey"]["keyHandle"])
     return [KeyHandle.from_status(dict(r)) for r in recorded]
 
 
@@ -185,8 +183,25 @@ async def reconcile(
     profile.check_allowed(namespace)
     token = profile.token
 
-    handle, generation = await _signing_key(runtime, token, spec, kind, meta, status)
     base_label = owned_key_label(kind, namespace, meta["name"], meta.get("uid", ""))
+    if spec.key_source is KeySource.IMPORT or spec.ca_source is CASource.INTERMEDIATE:
+        place = provisioning.Place(
+            kind,
+            meta["name"],
+            namespace,
+            base_label,
+            provisioning.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
+        )
+        if spec.key_source is KeySource.IMPORT:
+            outcome = await provisioning.imported(runtime, token, spec, place, status, patch.status, log)
+        else:
+            handle, _ = await _signing_key(runtime, token, spec, kind, meta, status)
+            outcome = await provisioning.intermediate(
+                runtime, token, spec, place, handle, status, patch.status
+            )
+        return await _checked(runtime, token, spec, outcome)
+
+    handle, generation = await _signing_key(runtime, token, spec, kind, meta, status)
     outcome = await rotation.self_signed(
         runtime, token, spec, base_label, handle, generation, status, patch.status, log
     )
@@ -353,6 +368,11 @@ def _register(kind: str, plural: str) -> None:
             logger.info(
                 f"destroyed key label={handle.key_label!r} id={handle.key_id} (deletionPolicy=Destroy)"
             )
+        waiting = (body.get("status") or {}).get("wrappingKey")
+        if waiting:
+            # An import that never happened: its wrapping key is the issuer's too.
+            with contextlib.suppress(IssuerError):
+                await runtime.pool.adestroy_wrapping_key(token, WrappingKey.from_status(waiting).handle)
 
 
 _register(api.ISSUER_KIND, api.ISSUER_PLURAL)
