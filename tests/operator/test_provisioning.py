@@ -9,6 +9,7 @@ CLI; unwrapping, signing and the key checks run in the real SoftHSM2 token throu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from issuer.controller.kubeapi import Credentials, KubeClient, NotFound
 from issuer.errors import IssuerError
 from issuer.signer.keys import KeyHandle, public_key_fingerprint
 from issuer.signer.pool import SignerPool
@@ -224,11 +226,15 @@ def awaiting_import(cluster: Cluster, path: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("algorithm", "cluster_scoped"),
-    [pytest.param("rsa", False, id="rsa-trustedissuer"), pytest.param("ec", True, id="ecdsa-clusterissuer")],
+    ("algorithm", "cluster_scoped", "under_root"),
+    [
+        pytest.param("rsa", False, False, id="rsa-trustedissuer"),
+        pytest.param("ec", True, False, id="ecdsa-clusterissuer"),
+        pytest.param("ec", False, True, id="ecdsa-under-an-offline-root"),
+    ],
 )
 def test_import_a_ca_key_end_to_end(
-    cluster: Cluster, pool: SignerPool, algorithm: str, cluster_scoped: bool
+    cluster: Cluster, pool: SignerPool, algorithm: str, cluster_scoped: bool, under_root: bool
 ) -> None:
     kube = cluster.kube
     requester_ns = _ns(cluster, "imp")
@@ -254,9 +260,21 @@ def test_import_a_ca_key_end_to_end(
     assert f"-n {secret_ns}" in condition(waiting)["message"]
 
     ca_key = software_key(algorithm)
-    root = ca_certificate(f"{name} offline root", ca_key)
     blob = wrap_with_cli(cluster.workdir, wrapping["publicKeyPEM"], ca_key)
-    put_secret(cluster, secret_ns, "ca-import", {"wrapped-key.bin": blob, "tls.crt": pem_of(root)})
+    if under_root:
+        # An existing issuing CA: its key is imported, its certificate chains to an offline root.
+        root_key = software_key("ec")
+        root = ca_certificate(f"{name} offline root", root_key)
+        issuing = ca_certificate(
+            f"{name} issuing", root_key, issuer=(root, root_key), public=ca_key.public_key()
+        )
+        secret = {"wrapped-key.bin": blob, "tls.crt": pem_of(issuing), "ca.crt": pem_of(root)}
+        above_leaf = [issuing]
+    else:
+        root = ca_certificate(f"{name} offline root", ca_key)
+        secret = {"wrapped-key.bin": blob, "tls.crt": pem_of(root)}
+        above_leaf = []
+    put_secret(cluster, secret_ns, "ca-import", secret)
 
     ready = kube.wait(path, lambda o: condition(o).get("status") == "True")
     status = ready["status"]
@@ -278,8 +296,9 @@ def test_import_a_ca_key_end_to_end(
     chain, ca = pem(issued["status"]["certificate"]), pem(issued["status"]["ca"])
     assert ca == pem_of(root)
     openssl_verify(chain, pem_of(root))
-    leaf = x509.load_pem_x509_certificate(chain)
-    leaf.verify_directly_issued_by(root)
+    certificates = x509.load_pem_x509_certificates(chain)
+    assert certificates[1:] == above_leaf  # leaf, then the issuing CA when it is not the root
+    certificates[0].verify_directly_issued_by(above_leaf[0] if above_leaf else root)
 
     # The Secret may now go: the issuer keeps its key and chain.
     kube.delete(f"/api/v1/namespaces/{secret_ns}/secrets/ca-import")
@@ -304,6 +323,7 @@ def _other_wrapping_blob(key: Key, workdir: Path) -> bytes:
         "not-a-ca",
         "expired",
         "chain-not-to-the-root",
+        "corrupt-blob",
     ],
 )
 def test_import_errors_are_named_and_recoverable(cluster: Cluster, pool: SignerPool, case: str) -> None:
@@ -335,6 +355,8 @@ def test_import_errors_are_named_and_recoverable(cluster: Cluster, pool: SignerP
             "old", ca_key, not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
         )
         data, reason = {**good, "tls.crt": pem_of(old)}, "CAExpired"
+    elif case == "corrupt-blob":
+        data, reason = {**good, "wrapped-key.bin": blob[: len(blob) // 2]}, "WrappedKeyInvalid"
     else:
         # The key's certificate was issued by one root, but another root is given as ca.crt.
         real_root_key, stranger_key = software_key("ec"), software_key("ec")
@@ -444,3 +466,25 @@ def test_intermediate_renewal_publishes_a_csr_for_the_same_key(cluster: Cluster)
     renewed = kube.wait(path, lambda o: not o["status"].get("caCSR") and condition(o).get("status") == "True")
     assert renewed["status"]["keyHandle"] == first["keyHandle"]  # same key, new certificate
     assert renewed["status"]["caCertificates"][0]["serialNumber"] == format(longer.serial_number, "x")
+
+
+# -- the operator's Secret read, against the sandbox ---------------------------------------------------------
+
+
+def test_the_operator_reads_a_secret_by_name_and_sees_a_missing_one(cluster: Cluster) -> None:
+    namespace = _ns(cluster, "secret")
+    put_secret(cluster, namespace, "named", {"tls.crt": b"certificate bytes", "wrapped-key.bin": b"\x00\xff"})
+
+    async def read() -> tuple[dict[str, bytes], bool]:
+        credentials = Credentials.load(str(cluster.workdir / "kubeconfig"))
+        async with KubeClient(credentials) as client:
+            data = await client.get_secret(namespace, "named")
+            try:
+                await client.get_secret(namespace, "absent")
+            except NotFound:
+                return data, True
+            return data, False
+
+    data, missing_is_not_found = asyncio.run(read())
+    assert data == {"tls.crt": b"certificate bytes", "wrapped-key.bin": b"\x00\xff"}
+    assert missing_is_not_found
