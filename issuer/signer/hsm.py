@@ -573,8 +573,15 @@ class TokenSession:
         uncopyable (and unmodifiable where the token accepts that at unwrap), with a public key object
         beside it, proven by a signature before it is returned. The transport AES key is a session
         object, destroyed before this returns; on any failure nothing of the import is left behind.
+
+        Idempotent: when ``key_label`` already holds this very key (an earlier call imported it and its
+        caller died before recording the handle), that key's handle is returned; any other key under
+        the label is refused.
         """
         check_wrapped_for(wrapped, wrapping.public_key_sha256)
+        done = self._already_imported(wrapped, key_label)
+        if done is not None:
+            return done
         self._refuse_taken(key_label)
         priv_wrapping = self._wrapping_private(wrapping)
         where = f"unwrapping the CA key for {key_label!r} in {self.config.describe()}"
@@ -610,6 +617,27 @@ class TokenSession:
                 ):
                     obj.destroy()
             raise
+
+    def _already_imported(self, wrapped: WrappedKey, key_label: str) -> KeyHandle | None:
+        """The handle of this very key if an earlier call imported it under ``key_label`` (the caller
+        crashed before recording it): same public key, proven by a signature. Anything else under the
+        label is left to :meth:`_refuse_taken`."""
+        with token_errors(f"looking up key label {key_label!r}"):
+            found = list(
+                self._session.get_objects(
+                    {Attribute.LABEL: key_label, Attribute.CLASS: ObjectClass.PRIVATE_KEY}
+                )
+            )
+        if len(found) != 1:
+            return None
+        try:
+            handle = self._describe(found[0]).handle
+        except TrustedIssuerError:
+            return None
+        if handle.public_key_sha256 != wrapped.public_key_sha256:
+            return None
+        self.signing_key(handle)
+        return handle
 
     def _unwrap_private(
         self, transport: Any, wrapped: WrappedKey, key_label: str, key_id: bytes, where: str
@@ -661,7 +689,10 @@ class TokenSession:
         with token_errors(where):
             if isinstance(public, rsa.RSAPublicKey):
                 numbers = public.public_numbers()
-                if int.from_bytes(bytes(priv[Attribute.MODULUS])) != numbers.n:
+                if (
+                    int.from_bytes(bytes(priv[Attribute.MODULUS])) != numbers.n
+                    or int.from_bytes(bytes(priv[Attribute.PUBLIC_EXPONENT])) != numbers.e
+                ):
                     raise mismatch
                 material: dict[Attribute, Any] = {
                     Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8),
