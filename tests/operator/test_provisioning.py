@@ -374,6 +374,7 @@ def test_import_errors_are_named_and_recoverable(cluster: Cluster, pool: SignerP
     assert "keyHandle" not in refused["status"]  # nothing imported
     assert refused["status"]["wrappingKey"]  # still waiting, still advertising the wrapping key
     assert_no_key_material(cluster, refused)
+    assert cluster.operator.process is not None and cluster.operator.process.poll() is None  # no crash
 
     # The administrator fixes the Secret: the same issuer imports and becomes Ready, never crashed.
     put_secret(cluster, namespace, "ca-import", good)
@@ -488,3 +489,39 @@ def test_the_operator_reads_a_secret_by_name_and_sees_a_missing_one(cluster: Clu
     data, missing_is_not_found = asyncio.run(read())
     assert data == {"tls.crt": b"certificate bytes", "wrapped-key.bin": b"\x00\xff"}
     assert missing_is_not_found
+
+
+@pytest.mark.parametrize(
+    "case", ["secret-lacks-tls-crt", "certificate-of-another-key", "not-a-ca", "expired"]
+)
+def test_intermediate_errors_are_named(cluster: Cluster, case: str) -> None:
+    kube = cluster.kube
+    namespace = _ns(cluster, "intererr")
+    path = f"{ISSUER_PATH.format(ns=namespace)}/sub"
+    kube.create(ISSUER_PATH.format(ns=namespace), intermediate_issuer("sub", namespace, "sub-ca"))
+    csr_pem = wait_reason(cluster, path, "AwaitingCACertificate")["status"]["caCSR"].encode()
+    root_key = software_key("ec")
+    root = ca_certificate("offline root", root_key)
+    csr = x509.load_pem_x509_csr(csr_pem)
+    now = datetime.now(UTC)
+    if case == "secret-lacks-tls-crt":
+        data, reason = {"ca.crt": pem_of(root)}, "SecretIncomplete"
+    elif case == "certificate-of-another-key":
+        stranger = software_key("ec").public_key()
+        data = {"tls.crt": pem_of(ca_certificate("sub", root_key, issuer=(root, root_key), public=stranger))}
+        data, reason = {**data, "ca.crt": pem_of(root)}, "CAKeyMismatch"
+    elif case == "not-a-ca":
+        leaf = ca_certificate("sub", root_key, issuer=(root, root_key), public=csr.public_key(), is_ca=False)
+        data, reason = {"tls.crt": pem_of(leaf), "ca.crt": pem_of(root)}, "CANotCA"
+    else:
+        old = sign_ca_csr(
+            csr_pem, root, root_key, not_before=now - timedelta(days=9), not_after=now - timedelta(days=1)
+        )
+        data, reason = {"tls.crt": pem_of(old), "ca.crt": pem_of(root)}, "CAExpired"
+    put_secret(cluster, namespace, "sub-ca", data)
+    refused = wait_reason(cluster, path, reason)
+    assert condition(refused)["status"] == "False"
+    assert f"{namespace}/sub-ca" in condition(refused)["message"]
+    assert refused["status"]["caCSR"] == csr_pem.decode()  # still asking for the same key's certificate
+    assert_no_key_material(cluster, refused)
+    assert cluster.operator.process is not None and cluster.operator.process.poll() is None
