@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from issuer import api
 from issuer.errors import ConfigurationError, PermanentError
 from issuer.signer.keys import Algorithm
 from issuer.signer.policy import Policy, parse_duration
@@ -46,7 +47,7 @@ class Rotation:
 
 
 def _invalid(message: str) -> PermanentError:
-    return PermanentError(message, "InvalidSpec")
+    return PermanentError(message, api.REASON_INVALID_SPEC)
 
 
 def _secret_name(block: Mapping[str, Any], where: str) -> str:
@@ -144,6 +145,6 @@ class IssuerSpec:
             message = err.message if isinstance(err, ConfigurationError) else str(err)
             raise _invalid(f"spec: {message}") from None
         except PermanentError as err:
-            if err.reason == "InvalidSpec":
+            if err.reason == api.REASON_INVALID_SPEC:
                 raise
             raise _invalid(f"spec: {err.message}") from None

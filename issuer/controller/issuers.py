@@ -278,7 +278,7 @@ async def _report(
         f"signing with {key.algorithm.value} key {key.key_label!r} in token {key.token_label!r}{ready.note}"
     )
     patch.status["conditions"] = st.set_condition(
-        conditions, api.CONDITION_READY, True, "KeyReady", message, now, generation
+        conditions, api.CONDITION_READY, True, api.REASON_KEY_READY, message, now, generation
     )
     patch.status["observedGeneration"] = generation
     state.ready, state.signing, state.message = True, signing, message

@@ -74,7 +74,7 @@ def secret_namespace(kind: str, namespace: str | None, configured: str | None) -
         raise IssuerError(
             f"a {kind} reads its Secrets from the operator's cluster resource namespace, which is unknown "
             f"here: set {api.ENV_PREFIX}CLUSTER_RESOURCE_NAMESPACE",
-            "ClusterResourceNamespaceUnknown",
+            api.REASON_CLUSTER_RESOURCE_NAMESPACE_UNKNOWN,
         ) from None
 
 
@@ -99,7 +99,9 @@ def check_secret_chain(
     Errors keep the checker's reason and name the Secret."""
     certificate = data.get(CERTIFICATE)
     if not certificate:
-        raise IssuerError(f"Secret {where} has no {CERTIFICATE} (the CA certificate)", "SecretIncomplete")
+        raise IssuerError(
+            f"Secret {where} has no {CERTIFICATE} (the CA certificate)", api.REASON_SECRET_INCOMPLETE
+        )
     root = data.get(ROOT)
     try:
         if root and not _is_root(certificate, root):
@@ -194,7 +196,7 @@ async def imported(
             refused
             or f"the key is imported but no valid CA certificate for it is known: put it into Secret {where} "
             f"({CERTIFICATE}, and {ROOT} for a chain)",
-            "CACertificateMissing",
+            api.REASON_CA_CERTIFICATE_MISSING,
         )
     outcome = _publish_chain(chain, handle, patch_status)
     note = f"; key imported: Secret {where} can now be deleted"
@@ -263,11 +265,11 @@ async def _import(
             f"--out {WRAPPED_KEY}`, then `kubectl create secret generic {spec.import_secret} -n "
             f"{place.secret_namespace} --from-file={WRAPPED_KEY} --from-file={CERTIFICATE} "
             f"[--from-file={ROOT}]`",
-            "AwaitingWrappedKey",
+            api.REASON_AWAITING_WRAPPED_KEY,
         )
     missing = [k for k in (WRAPPED_KEY, CERTIFICATE) if not data.get(k)]
     if missing:
-        raise IssuerError(f"Secret {where} lacks {' and '.join(missing)}", "SecretIncomplete")
+        raise IssuerError(f"Secret {where} lacks {' and '.join(missing)}", api.REASON_SECRET_INCOMPLETE)
     blob = data[WRAPPED_KEY]
     # Checked before the token is touched: a blob for another wrapping key, or a certificate that is not
     # the wrapped key's, is named without unwrapping anything.
@@ -365,7 +367,7 @@ async def intermediate(
             f"an intermediate under it) as a CA certificate, then `kubectl create secret generic "
             f"{spec.ca_secret} -n {place.secret_namespace} --from-file={CERTIFICATE} --from-file={ROOT}` "
             f"({CERTIFICATE}: the signed certificate then any intermediates; {ROOT}: the root)",
-            "AwaitingCACertificate",
+            api.REASON_AWAITING_CA_CERTIFICATE,
         )
     outcome = _publish_chain(chain, handle, patch_status)
     note = ""

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
+from issuer import api
 from issuer.controller import status as st
 from issuer.controller.issuer_spec import IssuerSpec
 from issuer.controller.runtime import Runtime
@@ -111,7 +112,7 @@ def plan_rotation(
         raise PermanentError(
             f"spec.key.rotation.generation is {wanted} but the issuer already signs with generation "
             f"{signing_generation}; generations only go up",
-            "InvalidSpec",
+            api.REASON_INVALID_SPEC,
         )
     if wanted == signing_generation:
         return RotationPlan(switch=False, prepare=None)

@@ -17,7 +17,8 @@ from issuer.controller import provisioning, rotation
 from issuer.controller.issuer_spec import IssuerSpec
 from issuer.controller.issuers import owned_keys
 from issuer.controller.status import ca_entry
-from issuer.errors import IssuerError
+from issuer.errors import ConfigurationError, IssuerError
+from issuer.settings import Settings
 from issuer.signer.keys import Algorithm, KeyHandle, public_key_fingerprint
 
 NOW = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -186,3 +187,20 @@ def test_owned_keys_are_signing_next_and_retired_not_yet_destroyed() -> None:
     }
     assert owned_keys(status) == [signing, upcoming, kept]
     assert owned_keys({}) == []
+
+
+# -- settings ----------------------------------------------------------------------------------------------
+
+
+def test_provisioning_settings_from_the_environment() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.provisioning_recheck_interval, defaults.cluster_resource_namespace) == (5.0, None)
+    chosen = Settings.from_env(
+        {
+            "TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL": "1500ms",
+            "TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE": "pki",
+        }
+    )
+    assert (chosen.provisioning_recheck_interval, chosen.cluster_resource_namespace) == (1.5, "pki")
+    with pytest.raises(ConfigurationError, match="PROVISIONING_RECHECK_INTERVAL"):
+        Settings.from_env({"TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL": "0s"})
