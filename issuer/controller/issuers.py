@@ -4,9 +4,9 @@ Ordinary kopf handlers (these objects are ours): on create, resume and spec chan
 reconciled; a timer re-checks it, so a token that went away or a CA nearing expiry is noticed; a
 broken issuer is retried with backoff until it recovers, and one waiting for an administrator (a
 wrapped key, a CA certificate: ``provisioning``) is looked at again every
-``TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL``. During a key rotation (``rotation``) a short timer
-switches to the new key as soon as its overlap has passed. Ready issuers are published to the
-``IssuerRegistry``, from which the request handlers read them.
+``TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL`` by a quiet timer. During a key rotation
+(``rotation``) a short timer switches to the new key as soon as its overlap has passed. Ready issuers
+are published to the ``IssuerRegistry``, from which the request handlers read them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ RECHECK_INTERVAL = 60.0
 #: How often an issuer in a rotation overlap looks whether its new key is due to sign; the check is a
 #: comparison of two times until then, so a short tick costs nothing and the switch is punctual.
 ROTATION_TICK = 2.0
+#: The provisioning timer's tick; it looks at the Secret every ``provisioning_recheck_interval``.
+PROVISIONING_TICK = 1.0
 MAX_BACKOFF = 300.0
 
 
@@ -81,6 +84,8 @@ class IssuerRegistry:
     waiting: dict[IssuerRef, set[Any]] = field(default_factory=dict)
     #: One reconciliation of an issuer at a time (handler, periodic check and rotation tick may overlap).
     locks: dict[IssuerRef, asyncio.Lock] = field(default_factory=dict)
+    #: When the provisioning timer last looked at each waiting issuer (monotonic seconds).
+    looked: dict[IssuerRef, float] = field(default_factory=dict)
 
     def lock(self, ref: IssuerRef) -> asyncio.Lock:
         return self.locks.setdefault(ref, asyncio.Lock())
@@ -229,6 +234,7 @@ async def _reconcile_and_report(
     meta = body["metadata"]
     ref = issuer_ref(kind, meta.get("namespace"), meta["name"])
     async with runtime.issuers.lock(ref):
+        runtime.issuers.looked[ref] = time.monotonic()
         await _report(runtime, kind, ref, body, patch, retry, logger)
 
 
@@ -251,6 +257,10 @@ async def _report(
         ready = await reconcile(runtime, kind, body, patch, logger)
     except TrustedIssuerError as err:
         state.ready, state.signing, state.message = False, None, err.message
+        before = st.condition_of(conditions, api.CONDITION_READY) or {}
+        # A Warning (and so an Event) when the issuer's state changes, not at every periodic look.
+        changed = (before.get("reason"), before.get("message")) != (err.reason, err.message)
+        report = logger.warning if changed else logger.info
         patch.status["conditions"] = st.set_condition(
             conditions, api.CONDITION_READY, False, err.reason, err.message, now, generation
         )
@@ -260,17 +270,16 @@ async def _report(
             profile = str((body.get("spec") or {}).get("tokenProfile", ""))
             metrics.TOKEN_LOGIN_FAILURES.labels(profile).inc()
         if isinstance(err, PermanentError):
-            logger.warning(f"issuer not ready: reason={err.reason} message={err.message!r}")
+            report(f"issuer not ready: reason={err.reason} message={err.message!r}")
             # Only a spec change can fix it; kopf calls us again on the next change.
             raise kopf.PermanentError(err.message) from None
         if isinstance(err, PendingError):
-            # Waiting for an administrator (a wrapped key, a signed CA certificate): look again soon,
-            # at a steady pace, so nobody waits on a growing backoff after doing their part.
+            # Waiting for an administrator (a wrapped key, a signed CA certificate) is no failure: the
+            # status says what to do, and the "provisioning" timer looks again at a steady pace, quietly
+            # (a kopf retry would post an error Event at every look).
             logger.info(f"issuer waiting: reason={err.reason} message={err.message!r}")
-            raise kopf.TemporaryError(
-                err.message, delay=runtime.settings.provisioning_recheck_interval
-            ) from None
-        logger.warning(f"issuer not ready: reason={err.reason} message={err.message!r}")
+            return
+        report(f"issuer not ready: reason={err.reason} message={err.message!r}")
         raise kopf.TemporaryError(err.message, delay=_backoff(retry)) from None
     signing = ready.signing
     key = signing.key
@@ -288,6 +297,13 @@ async def _report(
     metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ca.not_valid_after_utc.timestamp())
     for waiting in runtime.issuers.woken(ref):
         runtime.queue.add(waiting)
+
+
+def _provisioning(status: Mapping[str, Any], **_: Any) -> bool:
+    """Not Ready and waiting on an administrator's Secret: an import not done yet (a wrapping key is
+    advertised), or an intermediate CA without a usable certificate (a CSR is published)."""
+    waiting = bool(status.get("wrappingKey") or status.get("caCSR"))
+    return waiting and not st.is_true(status.get("conditions"), api.CONDITION_READY)
 
 
 def _register(kind: str, plural: str) -> None:
@@ -309,6 +325,21 @@ def _register(kind: str, plural: str) -> None:
     ) -> None:
         # The token may have gone away, the PIN changed, or the CA may be due for renewal.
         # The status already says why it failed; the next tick checks again.
+        with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
+            await _reconcile_and_report(kind, body, patch, memo, 0, logger)
+
+    @kopf.timer(group, version, plural, id="provisioning", interval=PROVISIONING_TICK, when=_provisioning)
+    async def provisioning_handler(
+        body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        # An administrator's answer (or a corrected Secret) is picked up within the configured interval,
+        # not after a backoff that grew while they were working.
+        runtime: Runtime = memo["runtime"]
+        meta = body["metadata"]
+        ref = issuer_ref(kind, meta.get("namespace"), meta["name"])
+        last = runtime.issuers.looked.get(ref)
+        if last is not None and time.monotonic() - last < runtime.settings.provisioning_recheck_interval:
+            return  # looked at recently, by this timer or another handler
         with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
             await _reconcile_and_report(kind, body, patch, memo, 0, logger)
 
@@ -339,6 +370,7 @@ def _register(kind: str, plural: str) -> None:
         if event["type"] == "DELETED":
             runtime.issuers.states.pop(ref, None)
             runtime.issuers.locks.pop(ref, None)
+            runtime.issuers.looked.pop(ref, None)
             for gauge in (metrics.ISSUER_READY, metrics.CA_NOT_AFTER):
                 with contextlib.suppress(KeyError):
                     gauge.remove(metric_label(ref))

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from issuer.errors import IssuerError
 from issuer.signer.keys import KeyHandle, public_key_fingerprint
 from issuer.signer.pool import SignerPool
 from tests.csrs import make_csr
-from tests.operator.conftest import Cluster
+from tests.operator.conftest import Cluster, wait_until
 from tests.operator.kube import (
     CLUSTER_ISSUER_PATH,
     CR_PATH,
@@ -525,3 +526,27 @@ def test_intermediate_errors_are_named(cluster: Cluster, case: str) -> None:
     assert refused["status"]["caCSR"] == csr_pem.decode()  # still asking for the same key's certificate
     assert_no_key_material(cluster, refused)
     assert cluster.operator.process is not None and cluster.operator.process.poll() is None
+
+
+def test_waiting_for_an_administrator_is_quiet(cluster: Cluster) -> None:
+    # The issuer re-checks every second here (TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL); waiting is
+    # its normal state, said once in status, not a warning or error (which kopf posts as Events) at
+    # every look. Every message about this issuer names its namespace, so the shared log can be read.
+    namespace = _ns(cluster, "quiet")
+    path = f"{ISSUER_PATH.format(ns=namespace)}/ca"
+    start = len(cluster.operator.log().splitlines())
+    cluster.kube.create(ISSUER_PATH.format(ns=namespace), import_issuer("ca", "ca-import", namespace))
+    awaiting_import(cluster, path)
+    time.sleep(5)
+    assert condition(cluster.kube.get(path))["reason"] == "AwaitingWrappedKey"
+
+    def lines(level: str) -> list[str]:
+        fresh = cluster.operator.log().splitlines()[start:]
+        return [line for line in fresh if namespace in line and f"[{level}" in line]
+
+    assert len(lines("INFO")) >= 3, "the issuer was not looked at again while waiting"
+    assert lines("WARNING") == [] and lines("ERROR") == []
+    # Whereas a real problem is said aloud, once, when it appears.
+    put_secret(cluster, namespace, "ca-import", {"tls.crt": b"not yet"})
+    wait_reason(cluster, path, "SecretIncomplete")
+    wait_until(lambda: any("SecretIncomplete" in line for line in lines("WARNING")))
