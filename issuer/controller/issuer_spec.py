@@ -118,7 +118,7 @@ class IssuerSpec:
                     "key or an intermediate CA is replaced by creating a new issuer"
                 )
             path_length = ca_block.get("pathLength")
-            return cls(
+            parsed = cls(
                 profile=str(spec["tokenProfile"]),
                 key_source=key_source,
                 algorithm=Algorithm.parse(str(key.get("algorithm", Algorithm.ECDSA_P256.value))),
@@ -148,3 +148,7 @@ class IssuerSpec:
             if err.reason == api.REASON_INVALID_SPEC:
                 raise
             raise _invalid(f"spec: {err.message}") from None
+        if parsed.ca_source is CASource.SELF_SIGNED and parsed.renew_before >= parsed.ca_duration:
+            # Otherwise every reconciliation would make a new CA certificate.
+            raise _invalid("spec.ca.selfSigned.renewBefore must be shorter than its duration")
+        return parsed

@@ -170,3 +170,34 @@ def test_generations_never_go_back(cluster: Cluster) -> None:
     )
     refused = kube.wait(path, lambda o: condition(o).get("reason") == "InvalidSpec")
     assert "generations only go up" in condition(refused)["message"]
+
+
+def test_self_signed_ca_is_renewed_with_the_same_key_and_both_are_trusted(cluster: Cluster) -> None:
+    kube = cluster.kube
+    namespace = f"renew-{uuid.uuid4().hex[:6]}"
+    kube.namespace(namespace)
+    issuers = ISSUER_PATH.format(ns=namespace)
+    body = issuer_body("ca", namespace=namespace)
+    # Due for renewal ten seconds after it is made.
+    body["spec"]["ca"]["selfSigned"].update({"duration": "1h", "renewBefore": "59m50s"})
+    kube.create(issuers, body)
+    path = f"{issuers}/ca"
+    first = kube.wait(path, lambda o: condition(o).get("status") == "True")["status"]
+    original = _by_use(first, "Signing")[0]
+    time.sleep(11)
+    # A spec change makes the operator reconcile now rather than at its next periodic check.
+    kube.call("PATCH", path, {"spec": {"policy": {"maxDuration": "30m"}}}, "application/merge-patch+json")
+    renewed = kube.wait(path, lambda o: _by_use(o["status"], "Signing") != [original])["status"]
+    assert renewed["keyHandle"] == first["keyHandle"]  # same key, new certificate
+    current = _by_use(renewed, "Signing")[0]
+    assert current.public_key() == original.public_key()
+    assert current.not_valid_after_utc > original.not_valid_after_utc
+    assert _by_use(renewed, "Previous") == [original]
+    trusted = x509.load_pem_x509_certificates(renewed["ca"].encode())
+    assert original in trusted and current in trusted
+
+    issued = _issue(cluster, namespace)
+    leaf = x509.load_pem_x509_certificate(pem(issued["status"]["certificate"]))
+    assert leaf.issuer == current.subject
+    assert x509.load_pem_x509_certificates(pem(issued["status"]["ca"])) == trusted
+    openssl_verify(pem(issued["status"]["certificate"]), current.public_bytes(serialization.Encoding.PEM))

@@ -113,6 +113,11 @@ def test_rotation_defaults_and_values() -> None:
         ),
         pytest.param(spec({"rotation": {"overlap": "soon"}}), "spec:", id="bad-overlap"),
         pytest.param({"key": {}, "ca": SELF_SIGNED}, "spec.tokenProfile", id="no-profile"),
+        pytest.param(
+            spec(ca={"selfSigned": {"subject": "CN=x", "duration": "1h", "renewBefore": "1h"}}),
+            "renewBefore must be shorter",
+            id="renew-before-not-shorter-than-duration",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(body: dict[str, Any], names: str) -> None:
