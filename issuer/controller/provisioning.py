@@ -228,18 +228,20 @@ async def _destroy_wrapping_key(runtime: Runtime, token: TokenConfig, handle: Ke
 
 
 async def _wrapping_key(
-    runtime: Runtime, token: TokenConfig, place: Place, status: Mapping[str, Any]
+    runtime: Runtime, token: TokenConfig, place: Place, status: Mapping[str, Any], log: Log
 ) -> WrappingKey:
+    """The wrapping key to advertise: looked up afresh in the token every time (one that vanished must
+    not stay advertised), found by label after a crash, or made."""
     label = wrapping_key_label(place.key_label)
-    if status.get("wrappingKey"):
-        recorded = WrappingKey.from_status(status["wrappingKey"])
-        # Looked up afresh: a wrapping key that vanished must not be advertised.
-        return await runtime.pool.afind_wrapping_key(token, recorded.handle.key_label)
     try:
         return await runtime.pool.afind_wrapping_key(token, label)
     except IssuerError as err:
         if err.reason != "KeyNotFound":
             raise
+    if status.get("wrappingKey"):
+        # Nothing was imported with it yet, so a new one costs only a new wrap; a blob made for the old
+        # one is refused by name (WrappedForAnotherKey).
+        log.warning(f"the advertised wrapping key {label!r} is gone from the token: publishing a new one")
     return await runtime.pool.agenerate_wrapping_key(token, label)
 
 
@@ -254,7 +256,7 @@ async def _import(
 ) -> Outcome:
     assert spec.import_secret is not None
     where = place.secret(spec.import_secret)
-    wrapping = await _wrapping_key(runtime, token, place, status)
+    wrapping = await _wrapping_key(runtime, token, place, status, log)
     patch_status["wrappingKey"] = wrapping.to_status()
     data = await _read_secret(runtime, place, spec.import_secret)
     if data is None:

@@ -550,3 +550,32 @@ def test_waiting_for_an_administrator_is_quiet(cluster: Cluster) -> None:
     put_secret(cluster, namespace, "ca-import", {"tls.crt": b"not yet"})
     wait_reason(cluster, path, "SecretIncomplete")
     wait_until(lambda: any("SecretIncomplete" in line for line in lines("WARNING")))
+
+
+def test_a_vanished_wrapping_key_is_replaced_and_old_blobs_are_refused(
+    cluster: Cluster, pool: SignerPool
+) -> None:
+    kube = cluster.kube
+    namespace = _ns(cluster, "rewrap")
+    path = f"{ISSUER_PATH.format(ns=namespace)}/ca"
+    kube.create(ISSUER_PATH.format(ns=namespace), import_issuer("ca", "ca-import", namespace))
+    first = awaiting_import(cluster, path)["status"]["wrappingKey"]
+    ca_key = software_key("ec")
+    root = ca_certificate("ca root", ca_key)
+    stale_blob = wrap_with_cli(cluster.workdir, first["publicKeyPEM"], ca_key)
+    # Someone with token access deletes the advertised wrapping key before the import.
+    pool.destroy_wrapping_key(cluster.token, KeyHandle.from_status(first["keyHandle"]))
+    renewed = kube.wait(
+        path,
+        lambda o: (
+            (o["status"].get("wrappingKey") or {}).get("publicKeySHA256", first["publicKeySHA256"])
+            != first["publicKeySHA256"]
+        ),
+    )["status"]["wrappingKey"]
+    put_secret(cluster, namespace, "ca-import", {"wrapped-key.bin": stale_blob, "tls.crt": pem_of(root)})
+    refused = wait_reason(cluster, path, "WrappedForAnotherKey")
+    assert "wrap it again" in condition(refused)["message"]
+    blob = wrap_with_cli(cluster.workdir, renewed["publicKeyPEM"], ca_key)
+    put_secret(cluster, namespace, "ca-import", {"wrapped-key.bin": blob, "tls.crt": pem_of(root)})
+    ready = kube.wait(path, lambda o: condition(o).get("status") == "True")
+    assert ready["status"]["keyHandle"]["publicKeySHA256"] == public_key_fingerprint(ca_key.public_key())
