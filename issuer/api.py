@@ -27,3 +27,18 @@ REASON_FAILED = "Failed"
 REASON_DENIED = "Denied"
 
 ENV_PREFIX = "TRUSTED_ISSUER_"
+
+# Our issuers' Ready reasons that the controller itself decides (token and chain errors keep the
+# signer's reasons: KeyNotFound, PINIncorrect, CAKeyMismatch, ChainUntrusted, WrappedForAnotherKey, ...).
+REASON_KEY_READY = "KeyReady"
+REASON_INVALID_SPEC = "InvalidSpec"
+#: Waiting for an administrator: wrap the CA key for status.wrappingKey and create the import Secret.
+REASON_AWAITING_WRAPPED_KEY = "AwaitingWrappedKey"
+#: Waiting for an administrator: sign status.caCSR and put the certificate and root in the Secret.
+REASON_AWAITING_CA_CERTIFICATE = "AwaitingCACertificate"
+#: The named Secret lacks a key it must hold (wrapped-key.bin, tls.crt).
+REASON_SECRET_INCOMPLETE = "SecretIncomplete"  # noqa: S105  # a reason, not a secret
+#: An imported key whose certificate is neither in status nor in the Secret any more.
+REASON_CA_CERTIFICATE_MISSING = "CACertificateMissing"
+#: A TrustedClusterIssuer's Secret namespace is neither configured nor discoverable.
+REASON_CLUSTER_RESOURCE_NAMESPACE_UNKNOWN = "ClusterResourceNamespaceUnknown"

@@ -36,6 +36,10 @@ class Settings:
     concurrency: int = 64
     #: Port of the Prometheus /metrics endpoint; 0 turns it off.
     metrics_port: int = 9402
+    #: How often an issuer waiting for an administrator (a wrapped key, a CA certificate) looks again.
+    provisioning_recheck_interval: float = 5.0
+    #: Where a TrustedClusterIssuer's Secrets live (imports, CA certificates); None: the pod's namespace.
+    cluster_resource_namespace: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -69,6 +73,11 @@ class Settings:
                 values["metrics_port"] = int(str(get("METRICS_PORT")))
             except ValueError:
                 raise ConfigurationError(f"{ENV_PREFIX}METRICS_PORT must be a port number") from None
+        if get("PROVISIONING_RECHECK_INTERVAL"):
+            values["provisioning_recheck_interval"] = parse_duration(
+                str(get("PROVISIONING_RECHECK_INTERVAL"))
+            ).total_seconds()
+        values["cluster_resource_namespace"] = get("CLUSTER_RESOURCE_NAMESPACE")
         if get("CONCURRENCY"):
             try:
                 values["concurrency"] = int(str(get("CONCURRENCY")))
@@ -84,6 +93,8 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}WORKERS must be at least 1")
         if self.concurrency < 1:
             raise ConfigurationError(f"{ENV_PREFIX}CONCURRENCY must be at least 1")
+        if self.provisioning_recheck_interval <= 0:
+            raise ConfigurationError(f"{ENV_PREFIX}PROVISIONING_RECHECK_INTERVAL must be positive")
         if self.worker_start_method not in ("spawn", "forkserver"):
             raise ConfigurationError(f"{ENV_PREFIX}WORKER_START_METHOD must be spawn or forkserver")
 

@@ -2,32 +2,46 @@
 
 Ordinary kopf handlers (these objects are ours): on create, resume and spec change the issuer is
 reconciled; a timer re-checks it, so a token that went away or a CA nearing expiry is noticed; a
-broken issuer is retried with backoff until it recovers. Ready issuers are published to the
-``IssuerRegistry``, from which the request handlers read them.
+broken issuer is retried with backoff until it recovers, and one waiting for an administrator (a
+wrapped key, a CA certificate: ``provisioning``) is looked at again every
+``TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL`` by a quiet timer. During a key rotation
+(``rotation``) a short timer switches to the new key as soon as its overlap has passed. Ready issuers
+are published to the ``IssuerRegistry``, from which the request handlers read them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
 from cryptography import x509
 
 from issuer import api, metrics
+from issuer.controller import provisioning, rotation
 from issuer.controller import status as st
+from issuer.controller.issuer_spec import CASource, IssuerSpec, KeySource
+from issuer.controller.rotation import Log as Logger
+from issuer.controller.rotation import Outcome
 from issuer.controller.runtime import Runtime
-from issuer.errors import ConfigurationError, IssuerError, PermanentError, TrustedIssuerError
-from issuer.signer.keys import Algorithm, KeyHandle, public_key_fingerprint
-from issuer.signer.policy import Policy, parse_duration
+from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
+from issuer.signer.keys import KeyHandle, TokenConfig, WrappingKey
 from issuer.signer.pool import IssuerKey
+from issuer.signer.x509 import PEMBundle
 
 IssuerRef = tuple[str, str | None, str]  # (kind, namespace or None, name)
 RECHECK_INTERVAL = 60.0
+#: How often an issuer in a rotation overlap looks whether its new key is due to sign; the check is a
+#: comparison of two times until then, so a short tick costs nothing and the switch is punctual.
+ROTATION_TICK = 2.0
+#: The provisioning timer's tick; it looks at the Secret every ``provisioning_recheck_interval``.
+PROVISIONING_TICK = 1.0
 MAX_BACKOFF = 300.0
 
 
@@ -53,6 +67,13 @@ class IssuerState:
     ready: bool = False
     message: str = "not reconciled yet"
     signing: IssuerKey | None = None
+    #: The issuer's status.ca: every CA certificate requesters must trust (both during a rotation).
+    trust_pem: bytes | None = None
+
+    def trusted(self, bundle: PEMBundle) -> PEMBundle:
+        """``bundle`` whose ``ca`` is everything the issuer asks requesters to trust, so a request issued
+        during a rotation overlap carries the old and the new CA."""
+        return dataclasses.replace(bundle, ca_pem=self.trust_pem) if self.trust_pem else bundle
 
 
 @dataclass
@@ -61,6 +82,13 @@ class IssuerRegistry:
 
     states: dict[IssuerRef, IssuerState] = field(default_factory=dict)
     waiting: dict[IssuerRef, set[Any]] = field(default_factory=dict)
+    #: One reconciliation of an issuer at a time (handler, periodic check and rotation tick may overlap).
+    locks: dict[IssuerRef, asyncio.Lock] = field(default_factory=dict)
+    #: When the provisioning timer last looked at each waiting issuer (monotonic seconds).
+    looked: dict[IssuerRef, float] = field(default_factory=dict)
+
+    def lock(self, ref: IssuerRef) -> asyncio.Lock:
+        return self.locks.setdefault(ref, asyncio.Lock())
 
     def get(self, ref: IssuerRef) -> IssuerState | None:
         return self.states.get(ref)
@@ -87,77 +115,16 @@ def owned_key_label(kind: str, namespace: str | None, name: str, uid: str) -> st
     return f"{key_scope(kind, namespace)}{name}/{uid.replace('-', '')[:8]}"
 
 
-@dataclass(frozen=True)
-class IssuerSpec:
-    profile: str
-    algorithm: Algorithm
-    adopt_label: str | None
-    rsa_pss: bool
-    subject: str
-    ca_duration: timedelta
-    renew_before: timedelta
-    path_length: int | None
-    policy: Policy
-    destroy_on_delete: bool
-
-    @classmethod
-    def parse(cls, spec: Mapping[str, Any]) -> IssuerSpec:
-        """Read a spec; anything wrong is a PermanentError naming the field."""
-        key = spec.get("key") or {}
-        ca = (spec.get("ca") or {}).get("selfSigned")
-        if not spec.get("tokenProfile"):
-            raise PermanentError("spec.tokenProfile is required", "InvalidSpec")
-        if not ca or not ca.get("subject"):
-            raise PermanentError("spec.ca.selfSigned.subject is required", "InvalidSpec")
-        if key.get("generate") is not None and key.get("adopt") is not None:
-            raise PermanentError("spec.key: choose one source, generate or adopt", "InvalidSpec")
-        adopt = key.get("adopt")
-        try:
-            return cls(
-                profile=str(spec["tokenProfile"]),
-                algorithm=Algorithm.parse(str(key.get("algorithm", Algorithm.ECDSA_P256.value))),
-                adopt_label=str(adopt["keyLabel"]) if adopt else None,
-                rsa_pss=key.get("rsaSignatureScheme") == "PSS",
-                subject=str(ca["subject"]),
-                ca_duration=parse_duration(str(ca.get("duration", "87600h"))),
-                renew_before=parse_duration(str(ca.get("renewBefore", "720h"))),
-                path_length=ca.get("pathLength"),
-                policy=Policy.from_spec(spec.get("policy")),
-                destroy_on_delete=spec.get("deletionPolicy") == "Destroy",
-            )
-        except (ConfigurationError, PermanentError) as err:
-            raise PermanentError(f"spec: {err.message}", "InvalidSpec") from None
-
-
-def needs_new_ca(current: Mapping[str, Any] | None, key: KeyHandle, spec: IssuerSpec, now: datetime) -> bool:
-    """A CA certificate is made anew when there is none, it is not the key's, its subject or path length
-    changed, or it is within renewBefore of expiry."""
-    if not current or not current.get("pem"):
-        return True
-    cert = x509.load_pem_x509_certificate(str(current["pem"]).encode())
-    if public_key_fingerprint(cert.public_key()) != key.public_key_sha256:  # type: ignore[arg-type]
-        return True
-    if cert.subject.rfc4514_string() != x509.Name.from_rfc4514_string(spec.subject).rfc4514_string():
-        return True
-    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    if constraints.path_length != spec.path_length:
-        return True
-    return now >= cert.not_valid_after_utc - spec.renew_before
-
-
-# -- reconciliation ----------------------------------------------------------------------------------------
-
-
-async def reconcile(runtime: Runtime, kind: str, body: Mapping[str, Any], patch: kopf.Patch) -> IssuerKey:
-    """Find or make the key and CA of one issuer; writes status into ``patch``; raises on failure."""
-    meta = body["metadata"]
+async def _signing_key(
+    runtime: Runtime,
+    token: TokenConfig,
+    spec: IssuerSpec,
+    kind: str,
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+) -> tuple[KeyHandle, int]:
+    """The key that signs now and its rotation generation: recorded in status, adopted, or generated."""
     namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
-    spec = IssuerSpec.parse(body.get("spec") or {})
-    status = body.get("status") or {}
-    profile = runtime.profiles.get(spec.profile)
-    profile.check_allowed(namespace)
-    token = profile.token
-
     recorded = status.get("keyHandle")
     if recorded:
         handle = KeyHandle.from_status(recorded)
@@ -169,7 +136,8 @@ async def reconcile(runtime: Runtime, kind: str, body: Mapping[str, Any], patch:
                 "KeyAlgorithmChanged",
             )
         await runtime.pool.averify_key(token, handle)
-    elif spec.adopt_label:
+        return handle, int(status.get("keyGeneration") or 0)
+    if spec.adopt_label:
         scope = key_scope(kind, namespace)
         if not spec.adopt_label.startswith(scope):
             raise IssuerError(
@@ -184,42 +152,74 @@ async def reconcile(runtime: Runtime, kind: str, body: Mapping[str, Any], patch:
                 "KeyMismatch",
             )
         await runtime.pool.averify_key(token, handle)
-    else:
-        label = owned_key_label(kind, namespace, meta["name"], meta.get("uid", ""))
-        try:
-            # A crash after generating but before recording leaves our own key behind: take it back.
-            handle = await runtime.pool.afind_key(token, label)
-        except IssuerError as err:
-            if err.reason != "KeyNotFound":
-                raise
-            handle = await runtime.pool.agenerate_key(token, spec.algorithm, label)
-    patch.status["keyHandle"] = handle.to_status()
+        return handle, 0
+    label = owned_key_label(kind, namespace, meta["name"], meta.get("uid", ""))
+    return await rotation.find_or_generate(runtime, token, spec, label), 0
 
-    now = runtime.clock()
-    certificates: list[dict[str, Any]] = list(status.get("caCertificates") or [])
-    current = certificates[0] if certificates else None
-    if needs_new_ca(current, handle, spec, now):
-        pem = await runtime.pool.acreate_self_signed_ca(
-            token, handle, spec.subject, spec.ca_duration, path_length=spec.path_length, rsa_pss=spec.rsa_pss
+
+def owned_keys(status: Mapping[str, Any]) -> list[KeyHandle]:
+    """Every token key an issuer's status records as its own and not yet destroyed: the signing key, a
+    rotation's next key and retired keys (a wrapping key still waiting for its import is separate)."""
+    recorded: list[Mapping[str, Any]] = []
+    if status.get("keyHandle"):
+        recorded.append(status["keyHandle"])
+    if (status.get("nextKey") or {}).get("keyHandle"):
+        recorded.append(status["nextKey"]["keyHandle"])
+    recorded.extend(r["keyHandle"] for r in status.get("retiredKeys") or [] if not r.get("destroyedAt"))
+    return [KeyHandle.from_status(dict(r)) for r in recorded]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A reconciled issuer: what it signs with, what requesters must trust, a note for its condition."""
+
+    signing: IssuerKey
+    trust_pem: bytes
+    note: str = ""
+
+
+async def reconcile(
+    runtime: Runtime, kind: str, body: Mapping[str, Any], patch: kopf.Patch, log: Logger
+) -> Ready:
+    """Find or make the key and CA of one issuer; writes status into ``patch``; raises on failure
+    (``PendingError`` while it waits for an administrator)."""
+    meta = body["metadata"]
+    namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
+    spec = IssuerSpec.parse(body.get("spec") or {})
+    status = body.get("status") or {}
+    profile = runtime.profiles.get(spec.profile)
+    profile.check_allowed(namespace)
+    token = profile.token
+
+    base_label = owned_key_label(kind, namespace, meta["name"], meta.get("uid", ""))
+    if spec.key_source is KeySource.IMPORT or spec.ca_source is CASource.INTERMEDIATE:
+        place = provisioning.Place(
+            kind,
+            meta["name"],
+            namespace,
+            base_label,
+            provisioning.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
         )
-        previous = [c for c in certificates[:1] if _still_valid(c, now) and _same_key(c, handle)]
-        certificates = [st.ca_entry(pem), *previous]
-    patch.status["caCertificates"] = certificates
-    # Requesters trust every CA certificate still valid for this key (old and new during a renewal).
-    patch.status["ca"] = "".join(c["pem"] for c in certificates)
-    signing = IssuerKey(token, handle, certificates[0]["pem"].encode(), spec.policy, spec.rsa_pss)
+        if spec.key_source is KeySource.IMPORT:
+            outcome = await provisioning.imported(runtime, token, spec, place, status, patch.status, log)
+        else:
+            handle, _ = await _signing_key(runtime, token, spec, kind, meta, status)
+            outcome = await provisioning.intermediate(
+                runtime, token, spec, place, handle, status, patch.status
+            )
+        return await _checked(runtime, token, spec, outcome)
+
+    handle, generation = await _signing_key(runtime, token, spec, kind, meta, status)
+    outcome = await rotation.self_signed(
+        runtime, token, spec, base_label, handle, generation, status, patch.status, log
+    )
+    return await _checked(runtime, token, spec, outcome)
+
+
+async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outcome: Outcome) -> Ready:
+    signing = IssuerKey(token, outcome.handle, outcome.ca_pem, spec.policy, spec.rsa_pss)
     await runtime.pool.acheck(signing)
-    return signing
-
-
-def _still_valid(entry: Mapping[str, Any], now: datetime) -> bool:
-    cert = x509.load_pem_x509_certificate(str(entry["pem"]).encode())
-    return now < cert.not_valid_after_utc
-
-
-def _same_key(entry: Mapping[str, Any], handle: KeyHandle) -> bool:
-    cert = x509.load_pem_x509_certificate(str(entry["pem"]).encode())
-    return public_key_fingerprint(cert.public_key()) == handle.public_key_sha256  # type: ignore[arg-type]
+    return Ready(signing, outcome.trust_pem, outcome.note)
 
 
 def _backoff(retry: int) -> float:
@@ -233,15 +233,34 @@ async def _reconcile_and_report(
     runtime: Runtime = memo["runtime"]
     meta = body["metadata"]
     ref = issuer_ref(kind, meta.get("namespace"), meta["name"])
+    async with runtime.issuers.lock(ref):
+        runtime.issuers.looked[ref] = time.monotonic()
+        await _report(runtime, kind, ref, body, patch, retry, logger)
+
+
+async def _report(
+    runtime: Runtime,
+    kind: str,
+    ref: IssuerRef,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    logger: kopf.Logger,
+) -> None:
+    meta = body["metadata"]
     generation = int(meta.get("generation") or 0)
     state = runtime.issuers.states.setdefault(ref, IssuerState(generation))
     state.generation = generation
     conditions = (body.get("status") or {}).get("conditions")
     now = runtime.clock()
     try:
-        signing = await reconcile(runtime, kind, body, patch)
+        ready = await reconcile(runtime, kind, body, patch, logger)
     except TrustedIssuerError as err:
         state.ready, state.signing, state.message = False, None, err.message
+        before = st.condition_of(conditions, api.CONDITION_READY) or {}
+        # A Warning (and so an Event) when the issuer's state changes, not at every periodic look.
+        changed = (before.get("reason"), before.get("message")) != (err.reason, err.message)
+        report = logger.warning if changed else logger.info
         patch.status["conditions"] = st.set_condition(
             conditions, api.CONDITION_READY, False, err.reason, err.message, now, generation
         )
@@ -250,23 +269,41 @@ async def _reconcile_and_report(
         if err.reason in ("PINIncorrect", "PINLocked", "PINExpired"):
             profile = str((body.get("spec") or {}).get("tokenProfile", ""))
             metrics.TOKEN_LOGIN_FAILURES.labels(profile).inc()
-        logger.warning(f"issuer not ready: reason={err.reason} message={err.message!r}")
         if isinstance(err, PermanentError):
+            report(f"issuer not ready: reason={err.reason} message={err.message!r}")
             # Only a spec change can fix it; kopf calls us again on the next change.
             raise kopf.PermanentError(err.message) from None
+        if isinstance(err, PendingError):
+            # Waiting for an administrator (a wrapped key, a signed CA certificate) is no failure: the
+            # status says what to do, and the "provisioning" timer looks again at a steady pace, quietly
+            # (a kopf retry would post an error Event at every look).
+            logger.info(f"issuer waiting: reason={err.reason} message={err.message!r}")
+            return
+        report(f"issuer not ready: reason={err.reason} message={err.message!r}")
         raise kopf.TemporaryError(err.message, delay=_backoff(retry)) from None
+    signing = ready.signing
     key = signing.key
-    message = f"signing with {key.algorithm.value} key {key.key_label!r} in token {key.token_label!r}"
+    message = (
+        f"signing with {key.algorithm.value} key {key.key_label!r} in token {key.token_label!r}{ready.note}"
+    )
     patch.status["conditions"] = st.set_condition(
-        conditions, api.CONDITION_READY, True, "KeyReady", message, now, generation
+        conditions, api.CONDITION_READY, True, api.REASON_KEY_READY, message, now, generation
     )
     patch.status["observedGeneration"] = generation
     state.ready, state.signing, state.message = True, signing, message
+    state.trust_pem = ready.trust_pem
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)
     ca = x509.load_pem_x509_certificate(signing.ca_pem)
     metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ca.not_valid_after_utc.timestamp())
     for waiting in runtime.issuers.woken(ref):
         runtime.queue.add(waiting)
+
+
+def _provisioning(status: Mapping[str, Any], **_: Any) -> bool:
+    """Not Ready and waiting on an administrator's Secret: an import not done yet (a wrapping key is
+    advertised), or an intermediate CA without a usable certificate (a CSR is published)."""
+    waiting = bool(status.get("wrappingKey") or status.get("caCSR"))
+    return waiting and not st.is_true(status.get("conditions"), api.CONDITION_READY)
 
 
 def _register(kind: str, plural: str) -> None:
@@ -291,6 +328,40 @@ def _register(kind: str, plural: str) -> None:
         with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
             await _reconcile_and_report(kind, body, patch, memo, 0, logger)
 
+    @kopf.timer(group, version, plural, id="provisioning", interval=PROVISIONING_TICK, when=_provisioning)
+    async def provisioning_handler(
+        body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        # An administrator's answer (or a corrected Secret) is picked up within the configured interval,
+        # not after a backoff that grew while they were working.
+        runtime: Runtime = memo["runtime"]
+        meta = body["metadata"]
+        ref = issuer_ref(kind, meta.get("namespace"), meta["name"])
+        last = runtime.issuers.looked.get(ref)
+        if last is not None and time.monotonic() - last < runtime.settings.provisioning_recheck_interval:
+            return  # looked at recently, by this timer or another handler
+        with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
+            await _reconcile_and_report(kind, body, patch, memo, 0, logger)
+
+    @kopf.timer(
+        group,
+        version,
+        plural,
+        id="rotate",
+        interval=ROTATION_TICK,
+        when=lambda status, **_: bool(status.get("nextKey")),
+    )
+    async def rotate_handler(
+        body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        # During a rotation overlap: switch to the new key as soon as it is due, not a minute later.
+        runtime: Runtime = memo["runtime"]
+        upcoming = (body.get("status") or {}).get("nextKey") or {}
+        if "signFrom" not in upcoming or runtime.clock() < rotation.parse_time(str(upcoming["signFrom"])):
+            return
+        with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
+            await _reconcile_and_report(kind, body, patch, memo, 0, logger)
+
     @kopf.on.event(group, version, plural, id="track")
     async def track_handler(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo["runtime"]
@@ -298,6 +369,8 @@ def _register(kind: str, plural: str) -> None:
         ref = issuer_ref(kind, meta.get("namespace"), meta.get("name", ""))
         if event["type"] == "DELETED":
             runtime.issuers.states.pop(ref, None)
+            runtime.issuers.locks.pop(ref, None)
+            runtime.issuers.looked.pop(ref, None)
             for gauge in (metrics.ISSUER_READY, metrics.CA_NOT_AFTER):
                 with contextlib.suppress(KeyError):
                     gauge.remove(metric_label(ref))
@@ -318,13 +391,23 @@ def _register(kind: str, plural: str) -> None:
     )
     async def destroy_key_handler(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         runtime: Runtime = memo["runtime"]
-        recorded = (body.get("status") or {}).get("keyHandle")
-        if not recorded:
-            return
         spec = IssuerSpec.parse(body.get("spec") or {})
-        handle = KeyHandle.from_status(recorded)
-        await runtime.pool.adestroy_key(runtime.profiles.get(spec.profile).token, handle)
-        logger.info(f"destroyed key label={handle.key_label!r} id={handle.key_id} (deletionPolicy=Destroy)")
+        token = runtime.profiles.get(spec.profile).token
+        for handle in owned_keys(body.get("status") or {}):
+            try:
+                await runtime.pool.adestroy_key(token, handle)
+            except IssuerError as err:
+                if err.reason != "KeyNotFound":
+                    raise
+                continue
+            logger.info(
+                f"destroyed key label={handle.key_label!r} id={handle.key_id} (deletionPolicy=Destroy)"
+            )
+        waiting = (body.get("status") or {}).get("wrappingKey")
+        if waiting:
+            # An import that never happened: its wrapping key is the issuer's too.
+            with contextlib.suppress(IssuerError):
+                await runtime.pool.adestroy_wrapping_key(token, WrappingKey.from_status(waiting).handle)
 
 
 _register(api.ISSUER_KIND, api.ISSUER_PLURAL)

@@ -8,6 +8,7 @@ Credentials come from the kubernetes client's loaders (in-cluster service accoun
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import ssl
@@ -125,6 +126,12 @@ class KubeClient:
 
     async def get(self, path: str) -> dict[str, Any]:
         return await self.request("GET", path)
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, bytes]:
+        """The decoded ``data`` of one Secret (NotFound if absent). ``get`` only: the operator never lists
+        or watches Secrets, so RBAC can grant it no more than that."""
+        body = await self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return {key: base64.b64decode(value) for key, value in (body.get("data") or {}).items()}
 
     async def patch_status(
         self, path: str, status: Mapping[str, Any], resource_version: str

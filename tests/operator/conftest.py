@@ -102,6 +102,9 @@ def cluster(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory)
             "TRUSTED_ISSUER_WORKERS": "2",
             "TRUSTED_ISSUER_MAX_RETRY_DURATION": "60s",
             "TRUSTED_ISSUER_METRICS_PORT": str(_free_port()),
+            # Where TrustedClusterIssuers' import and CA Secrets live (in a pod: its own namespace).
+            "TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE": "trusted-issuer",
+            "TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL": "1s",
         }
         operator = Operator(env, workdir / "operator.log")
         operator.start()

@@ -193,10 +193,20 @@ def _drive_the_operator(cluster: Cluster) -> None:
     cluster_issuer = f"rbac-{uuid.uuid4().hex[:8]}"
     kube.create(CLUSTER_ISSUER_PATH, issuer_body(cluster_issuer, deletion_policy="Destroy"))
     kube.wait(f"{CLUSTER_ISSUER_PATH}/{cluster_issuer}", lambda o: condition(o).get("status") == "True")
+    # An intermediate CA waiting for its certificate: the operator reads the Secret it names (get only).
+    waiting = issuer_body("sub", namespace=namespace)
+    waiting["spec"]["ca"] = {"intermediate": {"subject": "CN=sub", "secretName": "sub-ca"}}
+    kube.create(issuers, waiting)
+    kube.wait(f"{issuers}/sub", lambda o: condition(o).get("reason") == "AwaitingCACertificate")
+    kube.delete(f"{issuers}/sub")
     kube.delete(f"{issuers}/ca")
     kube.delete(f"{CLUSTER_ISSUER_PATH}/{cluster_issuer}")
     wait_until(
-        lambda: _gone(cluster, f"{issuers}/ca") and _gone(cluster, f"{CLUSTER_ISSUER_PATH}/{cluster_issuer}")
+        lambda: (
+            _gone(cluster, f"{issuers}/ca")
+            and _gone(cluster, f"{issuers}/sub")
+            and _gone(cluster, f"{CLUSTER_ISSUER_PATH}/{cluster_issuer}")
+        )
     )
 
 

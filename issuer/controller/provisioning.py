@@ -1,0 +1,383 @@
+"""Provisioned CA keys (issue 8), controller side: a wrapped import of an existing CA key, and an
+intermediate CA certified by an external (offline) root.
+
+Both wait for an administrator: the operator publishes what they need in status (the wrapping public key,
+or a CA CSR), reports Ready=False with a reason that says what to do, and looks for the answer in a
+Secret it reads with ``get`` only. Every defect of the answer ends Ready=False with a reason naming it;
+nothing here ever writes key material to status or logs (the wrapped blob is ciphertext, and is not
+logged either).
+
+Secret layout (docs/provisioning.md): ``wrapped-key.bin`` (import only), ``tls.crt`` (the CA certificate,
+then its intermediates) and ``ca.crt`` (the root; may be omitted for a self-signed imported root).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from issuer import api
+from issuer.controller import status as st
+from issuer.controller.issuer_spec import IssuerSpec
+from issuer.controller.kubeapi import NotFound
+from issuer.controller.rotation import USE_SIGNING, Log, Outcome
+from issuer.controller.runtime import Runtime
+from issuer.errors import IssuerError, PendingError
+from issuer.signer.chain import check_imported_ca, check_issuing_chain
+from issuer.signer.keys import KeyHandle, TokenConfig, WrappingKey, public_key_fingerprint
+from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
+from issuer.signer.x509 import CAChain
+
+WRAPPED_KEY = "wrapped-key.bin"
+CERTIFICATE = "tls.crt"
+ROOT = "ca.crt"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Who is being provisioned: the issuer's kind and name, its key label, and its Secret's namespace."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    key_label: str
+    secret_namespace: str
+
+    def secret(self, name: str) -> str:
+        return f"{self.secret_namespace}/{name}"
+
+    def kubectl(self) -> str:
+        resource = "trustedissuer" if self.kind == api.ISSUER_KIND else "trustedclusterissuer"
+        scope = f" -n {self.namespace}" if self.namespace else ""
+        return f"kubectl get {resource} {self.name}{scope}"
+
+
+def secret_namespace(kind: str, namespace: str | None, configured: str | None) -> str:
+    """A TrustedIssuer's Secrets live in its namespace; a TrustedClusterIssuer's in the operator's cluster
+    resource namespace (``TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE``, else the pod's own namespace)."""
+    if kind == api.ISSUER_KIND and namespace:
+        return namespace
+    if configured:
+        return configured
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        raise IssuerError(
+            f"a {kind} reads its Secrets from the operator's cluster resource namespace, which is unknown "
+            f"here: set {api.ENV_PREFIX}CLUSTER_RESOURCE_NAMESPACE",
+            api.REASON_CLUSTER_RESOURCE_NAMESPACE_UNKNOWN,
+        ) from None
+
+
+def wrapping_key_label(key_label: str) -> str:
+    """The one-time wrapping key of an import, labelled inside the issuer's own scope."""
+    return f"{key_label}/wrap"
+
+
+def chain_pem(chain: CAChain) -> bytes:
+    """What an ``IssuerKey`` signs with: the issuing CA, the intermediates, then the root."""
+    certificates = [chain.issuer, *chain.intermediates]
+    if chain.root != chain.issuer:
+        certificates.append(chain.root)
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+def check_secret_chain(
+    data: Mapping[str, bytes], key_fingerprint: str, now: Any, *, path_length: int | None, where: str
+) -> CAChain:
+    """The CA chain an administrator put into a Secret, checked against the token key: the certificate
+    must be the key's, a CA, valid now, and verify up to the root (``ca.crt``, or itself if self-signed).
+    Errors keep the checker's reason and name the Secret."""
+    certificate = data.get(CERTIFICATE)
+    if not certificate:
+        raise IssuerError(
+            f"Secret {where} has no {CERTIFICATE} (the CA certificate)", api.REASON_SECRET_INCOMPLETE
+        )
+    root = data.get(ROOT)
+    try:
+        if root and not _is_root(certificate, root):
+            return check_issuing_chain(certificate, root, key_fingerprint, now, path_length=path_length)
+        return check_imported_ca(certificate, key_fingerprint, now)
+    except IssuerError as err:
+        raise IssuerError(f"Secret {where}: {err.message}", err.reason) from None
+
+
+def _is_root(certificate: bytes, root: bytes) -> bool:
+    """``tls.crt`` is the root itself (a self-signed imported CA, with ca.crt repeating it)."""
+    try:
+        first = x509.load_pem_x509_certificates(certificate)
+        return len(first) == 1 and first[0] == x509.load_pem_x509_certificate(root)
+    except ValueError:
+        return False
+
+
+def _recorded_chain(status: Mapping[str, Any], key_fingerprint: str, now: Any) -> CAChain | None:
+    """The chain recorded in status, if it is still good for the key (the Secret may be gone)."""
+    pem = status.get("caChain")
+    if not pem:
+        return None
+    try:
+        return check_imported_ca(str(pem).encode(), key_fingerprint, now)
+    except IssuerError:
+        return None
+
+
+async def _read_secret(runtime: Runtime, place: Place, name: str) -> dict[str, bytes] | None:
+    try:
+        return await runtime.client.get_secret(place.secret_namespace, name)
+    except NotFound:
+        return None
+
+
+def _publish_chain(chain: CAChain, handle: KeyHandle, patch_status: MutableMapping[str, Any]) -> Outcome:
+    pem = chain_pem(chain)
+    issuing = chain.issuer.public_bytes(serialization.Encoding.PEM)
+    patch_status["keyHandle"] = handle.to_status()
+    patch_status["caChain"] = pem.decode("ascii")
+    patch_status["caCertificates"] = [
+        {**st.ca_entry(issuing), "publicKeySHA256": handle.public_key_sha256, "use": USE_SIGNING}
+    ]
+    patch_status["ca"] = chain.root_pem.decode("ascii")
+    return Outcome(handle, pem, chain.root_pem)
+
+
+def _newer(first: CAChain | None, second: CAChain | None) -> CAChain | None:
+    if first is None or second is None:
+        return first or second
+    return first if first.issuer.not_valid_after_utc >= second.issuer.not_valid_after_utc else second
+
+
+# -- wrapped import --------------------------------------------------------------------------------------
+
+
+async def imported(
+    runtime: Runtime,
+    token: TokenConfig,
+    spec: IssuerSpec,
+    place: Place,
+    status: Mapping[str, Any],
+    patch_status: MutableMapping[str, Any],
+    log: Log,
+) -> Outcome:
+    """Import the issuer's CA key from its wrapped form, or say what the administrator must do next."""
+    assert spec.import_secret is not None
+    where = place.secret(spec.import_secret)
+    now = runtime.clock()
+    handle = await _imported_key(runtime, token, place, status)
+    if handle is None:
+        return await _import(runtime, token, spec, place, status, patch_status, log)
+
+    # Imported already (perhaps by a run that died before recording it): tidy up, then use the chain.
+    if status.get("wrappingKey"):
+        await _destroy_wrapping_key(runtime, token, WrappingKey.from_status(status["wrappingKey"]).handle)
+        patch_status["wrappingKey"] = None
+    data = await _read_secret(runtime, place, spec.import_secret)
+    from_secret: CAChain | None = None
+    refused = ""
+    if data is not None and data.get(CERTIFICATE):
+        try:
+            from_secret = check_secret_chain(
+                data, handle.public_key_sha256, now, path_length=None, where=where
+            )
+        except IssuerError as err:
+            refused = err.message
+    chain = _newer(from_secret, _recorded_chain(status, handle.public_key_sha256, now))
+    if chain is None:
+        raise IssuerError(
+            refused
+            or f"the key is imported but no valid CA certificate for it is known: put it into Secret {where} "
+            f"({CERTIFICATE}, and {ROOT} for a chain)",
+            api.REASON_CA_CERTIFICATE_MISSING,
+        )
+    outcome = _publish_chain(chain, handle, patch_status)
+    note = f"; key imported: Secret {where} can now be deleted"
+    if refused:
+        note += f"; the certificate in it was refused: {refused}"
+    return Outcome(outcome.handle, outcome.ca_pem, outcome.trust_pem, note)
+
+
+async def _imported_key(
+    runtime: Runtime, token: TokenConfig, place: Place, status: Mapping[str, Any]
+) -> KeyHandle | None:
+    recorded = status.get("keyHandle")
+    if recorded:
+        return await runtime.pool.averify_key(token, KeyHandle.from_status(recorded))
+    try:
+        return await runtime.pool.afind_key(token, place.key_label)
+    except IssuerError as err:
+        if err.reason != "KeyNotFound":
+            raise
+    return None
+
+
+async def _destroy_wrapping_key(runtime: Runtime, token: TokenConfig, handle: KeyHandle) -> None:
+    try:
+        await runtime.pool.adestroy_wrapping_key(token, handle)
+    except IssuerError as err:
+        if err.reason != "KeyNotFound":
+            raise
+
+
+async def _wrapping_key(
+    runtime: Runtime, token: TokenConfig, place: Place, status: Mapping[str, Any], log: Log
+) -> WrappingKey:
+    """The wrapping key to advertise: looked up afresh in the token every time (one that vanished must
+    not stay advertised), found by label after a crash, or made."""
+    label = wrapping_key_label(place.key_label)
+    try:
+        return await runtime.pool.afind_wrapping_key(token, label)
+    except IssuerError as err:
+        if err.reason != "KeyNotFound":
+            raise
+    if status.get("wrappingKey"):
+        # Nothing was imported with it yet, so a new one costs only a new wrap; a blob made for the old
+        # one is refused by name (WrappedForAnotherKey).
+        log.warning(f"the advertised wrapping key {label!r} is gone from the token: publishing a new one")
+    return await runtime.pool.agenerate_wrapping_key(token, label)
+
+
+async def _import(
+    runtime: Runtime,
+    token: TokenConfig,
+    spec: IssuerSpec,
+    place: Place,
+    status: Mapping[str, Any],
+    patch_status: MutableMapping[str, Any],
+    log: Log,
+) -> Outcome:
+    assert spec.import_secret is not None
+    where = place.secret(spec.import_secret)
+    wrapping = await _wrapping_key(runtime, token, place, status, log)
+    patch_status["wrappingKey"] = wrapping.to_status()
+    data = await _read_secret(runtime, place, spec.import_secret)
+    if data is None:
+        raise PendingError(
+            f"waiting for the wrapped CA key: save status.wrappingKey.publicKeyPEM of `{place.kubectl()}` "
+            f"as wk.pem, compare its SHA-256 ({wrapping.sha256}) with `trusted-issuer provision fingerprint "
+            f"--wrapping-key wk.pem`, run `trusted-issuer provision wrap --wrapping-key wk.pem --key ca.key "
+            f"--out {WRAPPED_KEY}`, then `kubectl create secret generic {spec.import_secret} -n "
+            f"{place.secret_namespace} --from-file={WRAPPED_KEY} --from-file={CERTIFICATE} "
+            f"[--from-file={ROOT}]`",
+            api.REASON_AWAITING_WRAPPED_KEY,
+        )
+    missing = [k for k in (WRAPPED_KEY, CERTIFICATE) if not data.get(k)]
+    if missing:
+        raise IssuerError(f"Secret {where} lacks {' and '.join(missing)}", api.REASON_SECRET_INCOMPLETE)
+    blob = data[WRAPPED_KEY]
+    # Checked before the token is touched: a blob for another wrapping key, or a certificate that is not
+    # the wrapped key's, is named without unwrapping anything.
+    try:
+        envelope = parse_wrapped_key(blob)
+        check_wrapped_for(envelope, wrapping.sha256, wrapping.parameters)
+    except IssuerError as err:
+        raise IssuerError(f"Secret {where}: {err.message}", err.reason) from None
+    now = runtime.clock()
+    check_secret_chain(data, envelope.public_key_sha256, now, path_length=None, where=where)
+    handle = await runtime.pool.aunwrap_key(token, wrapping.handle, blob, place.key_label)
+    try:
+        # The envelope's public key is a claim; the unwrapped key in the token is the fact.
+        chain = check_secret_chain(data, handle.public_key_sha256, now, path_length=None, where=where)
+    except IssuerError:
+        await runtime.pool.adestroy_key(token, handle)
+        raise
+    await _destroy_wrapping_key(runtime, token, wrapping.handle)
+    patch_status["wrappingKey"] = None
+    patch_status["keyImport"] = {
+        "secretName": spec.import_secret,
+        "importedAt": st.timestamp(now),
+        "message": (
+            f"the key is in the token and the wrapping key is destroyed: Secret {where} can now be deleted"
+        ),
+    }
+    log.info(
+        f"imported {handle.algorithm.value} CA key label={handle.key_label!r} id={handle.key_id} "
+        f"from Secret {where}; wrapping key destroyed"
+    )
+    outcome = _publish_chain(chain, handle, patch_status)
+    return Outcome(
+        handle, outcome.ca_pem, outcome.trust_pem, f"; key imported: Secret {where} can now be deleted"
+    )
+
+
+# -- intermediate CA -------------------------------------------------------------------------------------
+
+
+def _csr_fits(pem: str | None, handle: KeyHandle, spec: IssuerSpec) -> bool:
+    if not pem:
+        return False
+    try:
+        csr = x509.load_pem_x509_csr(pem.encode())
+    except ValueError:
+        return False
+    subject = x509.Name.from_rfc4514_string(spec.subject).rfc4514_string()
+    return (
+        public_key_fingerprint(csr.public_key()) == handle.public_key_sha256  # type: ignore[arg-type]
+        and csr.subject.rfc4514_string() == subject
+    )
+
+
+async def intermediate(
+    runtime: Runtime,
+    token: TokenConfig,
+    spec: IssuerSpec,
+    place: Place,
+    handle: KeyHandle,
+    status: Mapping[str, Any],
+    patch_status: MutableMapping[str, Any],
+) -> Outcome:
+    """Use the certificate an external CA gave the token key, or publish a CSR and wait for one; publish
+    a renewal CSR (same key) when the certificate is within renewBefore of expiry."""
+    assert spec.ca_secret is not None
+    where = place.secret(spec.ca_secret)
+    now = runtime.clock()
+    patch_status["keyHandle"] = handle.to_status()
+    data = await _read_secret(runtime, place, spec.ca_secret)
+    from_secret: CAChain | None = None
+    refused: IssuerError | None = None
+    if data is not None:
+        try:
+            from_secret = check_secret_chain(
+                data, handle.public_key_sha256, now, path_length=spec.path_length, where=where
+            )
+        except IssuerError as err:
+            refused = err
+    chain = _newer(from_secret, _recorded_chain(status, handle.public_key_sha256, now))
+    renewal_due = chain is not None and now >= chain.issuer.not_valid_after_utc - spec.renew_before
+    if chain is None or renewal_due:
+        csr = str(status.get("caCSR") or "")
+        if not _csr_fits(csr, handle, spec):
+            csr = await runtime.pool.acreate_ca_csr(
+                token, handle, spec.subject, path_length=spec.path_length, rsa_pss=spec.rsa_pss
+            )
+        patch_status["caCSR"] = csr
+    else:
+        patch_status["caCSR"] = None
+    if chain is None:
+        if refused is not None:
+            raise refused
+        raise PendingError(
+            f"waiting for the CA certificate: sign status.caCSR of `{place.kubectl()}` with the root (or "
+            f"an intermediate under it) as a CA certificate, then `kubectl create secret generic "
+            f"{spec.ca_secret} -n {place.secret_namespace} --from-file={CERTIFICATE} --from-file={ROOT}` "
+            f"({CERTIFICATE}: the signed certificate then any intermediates; {ROOT}: the root)",
+            api.REASON_AWAITING_CA_CERTIFICATE,
+        )
+    outcome = _publish_chain(chain, handle, patch_status)
+    note = ""
+    if renewal_due:
+        note = (
+            f"; the CA certificate expires at {st.timestamp(chain.issuer.not_valid_after_utc)}: a renewal "
+            f"CSR (same key) is in status.caCSR; put the new certificate into Secret {where}"
+        )
+    if refused is not None:
+        note += f"; the certificate in Secret {where} was refused ({refused.reason}): {refused.message}"
+    return Outcome(outcome.handle, outcome.ca_pem, outcome.trust_pem, note)

@@ -1,0 +1,282 @@
+"""Self-signed CA renewal and rolling to a new key (issue 6), as recorded in an issuer's status.
+
+Design, and why:
+
+- The user raises ``spec.key.rotation.generation`` to ask for a new key. A counter says exactly which
+  key is wanted, is idempotent (reconciling twice never makes two keys: the new key's label carries the
+  generation, so a crash between generating and recording finds it again) and is visible in git history.
+- Publish before sign: the new key and its CA are written to ``status.nextKey`` and into ``status.ca``
+  (so requesters start trusting it) first. The issuer switches to the new key only on a later
+  reconciliation that *reads* ``nextKey`` back from the API server, and only once ``signFrom``
+  (publication + ``overlap``) has passed; so no certificate is ever signed by a key whose CA was not
+  already published, even with ``overlap: 0s`` or a crash in between.
+- The old key becomes a retired key: it no longer signs, its CA stays in ``status.ca`` (certificates it
+  issued are still in use) and it stays in the token. It is destroyed only when the user sets
+  ``retiredKeyPolicy: Destroy``, and only once its retirement has itself been published, so a crash can
+  never leave the status naming a destroyed key as the signing key. The destruction is recorded
+  (``retiredKeys[].destroyedAt``) and logged, never silent; its CA then leaves ``status.ca``.
+
+Everything but :func:`self_signed` is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from issuer import api
+from issuer.controller import status as st
+from issuer.controller.issuer_spec import IssuerSpec
+from issuer.controller.runtime import Runtime
+from issuer.errors import IssuerError, PermanentError
+from issuer.signer.keys import KeyHandle, TokenConfig, public_key_fingerprint
+
+USE_SIGNING = "Signing"
+USE_NEXT = "Next"
+USE_PREVIOUS = "Previous"
+
+
+def rotation_key_label(base_label: str, generation: int) -> str:
+    """The label of the key of one rotation generation; generation 0 is the issuer's first key."""
+    return base_label if generation == 0 else f"{base_label}/k{generation}"
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _cert(entry: Mapping[str, Any]) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(str(entry["pem"]).encode())
+
+
+def entry_key(entry: Mapping[str, Any]) -> str:
+    """The SHA-256 of the public key of a ``caCertificates`` entry (older entries lack the field)."""
+    recorded = entry.get("publicKeySHA256")
+    if recorded:
+        return str(recorded)
+    return public_key_fingerprint(_cert(entry).public_key())  # type: ignore[arg-type]
+
+
+def still_valid(entry: Mapping[str, Any], now: datetime) -> bool:
+    return now < _cert(entry).not_valid_after_utc
+
+
+def needs_new_ca(current: Mapping[str, Any] | None, key: KeyHandle, spec: IssuerSpec, now: datetime) -> bool:
+    """A CA certificate is made anew when there is none, it is not the key's, its subject or path length
+    changed, or it is within renewBefore of expiry."""
+    if not current or not current.get("pem"):
+        return True
+    cert = _cert(current)
+    if entry_key(current) != key.public_key_sha256:
+        return True
+    if cert.subject.rfc4514_string() != x509.Name.from_rfc4514_string(spec.subject).rfc4514_string():
+        return True
+    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if constraints.path_length != spec.path_length:
+        return True
+    return now >= cert.not_valid_after_utc - spec.renew_before
+
+
+def newest_for_key(
+    entries: Sequence[Mapping[str, Any]], fingerprint: str, now: datetime
+) -> Mapping[str, Any] | None:
+    """The most recently issued, still valid CA certificate of one key, if any."""
+    mine = [e for e in entries if entry_key(e) == fingerprint and still_valid(e, now)]
+    return max(mine, key=lambda e: _cert(e).not_valid_before_utc, default=None)
+
+
+def with_use(entry: Mapping[str, Any], use: str) -> dict[str, Any]:
+    return {**entry, "use": use}
+
+
+@dataclass(frozen=True)
+class RotationPlan:
+    """What one reconciliation does about key rotation, decided from the spec and the *published* status."""
+
+    #: Switch signing to the published next key now.
+    switch: bool
+    #: Generate (or find) the key of this generation and publish it as the next key.
+    prepare: int | None
+
+
+def plan_rotation(
+    wanted: int, signing_generation: int, published_next: Mapping[str, Any] | None, now: datetime
+) -> RotationPlan:
+    """Decide the rotation step. ``published_next`` must come from the API server (status as read), never
+    from this reconciliation's own patch: that is what makes publish-before-sign hold."""
+    if wanted < signing_generation:
+        raise PermanentError(
+            f"spec.key.rotation.generation is {wanted} but the issuer already signs with generation "
+            f"{signing_generation}; generations only go up",
+            api.REASON_INVALID_SPEC,
+        )
+    if wanted == signing_generation:
+        return RotationPlan(switch=False, prepare=None)
+    if published_next is None or int(published_next.get("generation", -1)) != wanted:
+        return RotationPlan(switch=False, prepare=wanted)
+    due = now >= parse_time(str(published_next["signFrom"]))
+    return RotationPlan(switch=due, prepare=None)
+
+
+def retired_record(handle: KeyHandle, generation: int, now: datetime) -> dict[str, Any]:
+    return {"keyHandle": handle.to_status(), "generation": generation, "retiredAt": st.timestamp(now)}
+
+
+class Log(Protocol):
+    """What reconciliation logs through: kopf's per-object logger, or any ``logging.Logger``."""
+
+    def info(self, message: str, /) -> None: ...
+
+    def warning(self, message: str, /) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A Ready issuer: the key that signs, its CA chain (``IssuerKey.ca_pem``: issuing CA, intermediates,
+    root), what requesters must trust (``status.ca``), and a note for the Ready condition's message."""
+
+    handle: KeyHandle
+    ca_pem: bytes
+    trust_pem: bytes
+    note: str = ""
+
+
+async def _new_ca(
+    runtime: Runtime, token: TokenConfig, handle: KeyHandle, spec: IssuerSpec
+) -> dict[str, Any]:
+    pem = await runtime.pool.acreate_self_signed_ca(
+        token, handle, spec.subject, spec.ca_duration, path_length=spec.path_length, rsa_pss=spec.rsa_pss
+    )
+    return {**st.ca_entry(pem), "publicKeySHA256": handle.public_key_sha256}
+
+
+async def find_or_generate(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, label: str) -> KeyHandle:
+    try:
+        # A crash after generating but before recording leaves our own key behind: take it back.
+        return await runtime.pool.afind_key(token, label)
+    except IssuerError as err:
+        if err.reason != "KeyNotFound":
+            raise
+    return await runtime.pool.agenerate_key(token, spec.algorithm, label)
+
+
+async def self_signed(
+    runtime: Runtime,
+    token: TokenConfig,
+    spec: IssuerSpec,
+    base_label: str,
+    handle: KeyHandle,
+    generation: int,
+    status: Mapping[str, Any],
+    patch_status: MutableMapping[str, Any],
+    log: Log,
+) -> Outcome:
+    """Renew the CA of the signing key when due, and take one step of a key rotation; write the outcome
+    (``keyHandle``, ``keyGeneration``, ``nextKey``, ``retiredKeys``, ``caCertificates``, ``ca``) into
+    ``patch_status``."""
+    now = runtime.clock()
+    entries: list[Mapping[str, Any]] = list(status.get("caCertificates") or [])
+    published_next = status.get("nextKey") or None
+    retired: list[dict[str, Any]] = [dict(r) for r in status.get("retiredKeys") or []]
+    plan = plan_rotation(spec.rotation.generation, generation, published_next, now)
+
+    next_record: dict[str, Any] | None = dict(published_next) if published_next else None
+    if plan.switch:
+        assert next_record is not None
+        upcoming = KeyHandle.from_status(next_record["keyHandle"])
+        await runtime.pool.averify_key(token, upcoming)
+        retired.append(retired_record(handle, generation, now))
+        log.info(
+            f"rotation: signing with generation {next_record['generation']} key {upcoming.key_label!r} "
+            f"from now; retired key {handle.key_label!r} stays in the token"
+        )
+        handle, generation, next_record = upcoming, int(next_record["generation"]), None
+    elif plan.prepare is not None:
+        if next_record is not None:
+            # The user raised the generation again before the last one signed: that key never signed;
+            # it is retired like any other, so it is never destroyed without being asked.
+            abandoned = KeyHandle.from_status(next_record["keyHandle"])
+            retired.append(retired_record(abandoned, int(next_record["generation"]), now))
+        fresh = await find_or_generate(runtime, token, spec, rotation_key_label(base_label, plan.prepare))
+        next_record = {
+            "keyHandle": fresh.to_status(),
+            "generation": plan.prepare,
+            "publishedAt": st.timestamp(now),
+            "signFrom": st.timestamp(now + max(spec.rotation.overlap, timedelta(0))),
+        }
+        log.info(
+            f"rotation: published generation {plan.prepare} key {fresh.key_label!r}; "
+            f"it signs from {next_record['signFrom']}"
+        )
+    elif next_record is not None:
+        await runtime.pool.averify_key(token, KeyHandle.from_status(next_record["keyHandle"]))
+
+    # Destroy retired keys only when asked, and only those whose retirement was already published.
+    published_retired = {
+        str((r.get("keyHandle") or {}).get("publicKeySHA256")) for r in status.get("retiredKeys") or []
+    }
+    if spec.rotation.destroy_retired:
+        for record in retired:
+            fingerprint = str(record["keyHandle"].get("publicKeySHA256"))
+            if record.get("destroyedAt") or fingerprint not in published_retired:
+                continue
+            old = KeyHandle.from_status(record["keyHandle"])
+            try:
+                await runtime.pool.adestroy_key(token, old)
+            except IssuerError as err:
+                if err.reason != "KeyNotFound":
+                    raise
+            record["destroyedAt"] = st.timestamp(now)
+            log.warning(
+                f"rotation: destroyed retired key {old.key_label!r} id={old.key_id} "
+                "(spec.key.rotation.retiredKeyPolicy=Destroy)"
+            )
+
+    current = newest_for_key(entries, handle.public_key_sha256, now)
+    fresh_signing = current is None or needs_new_ca(current, handle, spec, now)
+    signing_entry = await _new_ca(runtime, token, handle, spec) if fresh_signing else dict(current or {})
+    result = [with_use(signing_entry, USE_SIGNING)]
+    if next_record is not None:
+        upcoming = KeyHandle.from_status(next_record["keyHandle"])
+        next_entry = newest_for_key(entries, upcoming.public_key_sha256, now)
+        if next_entry is None or needs_new_ca(next_entry, upcoming, spec, now):
+            next_entry = await _new_ca(runtime, token, upcoming, spec)
+        result.append(with_use(next_entry, USE_NEXT))
+    # Still trusted: the signing key's previous certificate (after a renewal) and the newest certificate
+    # of every retired key still in the token, while valid.
+    if fresh_signing and current is not None:
+        result.append(with_use(current, USE_PREVIOUS))
+    elif current is not None:
+        older = [
+            e
+            for e in entries
+            if entry_key(e) == handle.public_key_sha256
+            and e.get("pem") != current.get("pem")
+            and still_valid(e, now)
+        ]
+        result.extend(with_use(e, USE_PREVIOUS) for e in older[:1])
+    for record in retired:
+        if record.get("destroyedAt"):
+            continue
+        kept = newest_for_key(entries, str(record["keyHandle"].get("publicKeySHA256")), now)
+        if kept is not None:
+            result.append(with_use(kept, USE_PREVIOUS))
+
+    patch_status["keyHandle"] = handle.to_status()
+    patch_status["keyGeneration"] = generation
+    patch_status["nextKey"] = next_record
+    patch_status["retiredKeys"] = retired
+    patch_status["caCertificates"] = result
+    trust = "".join(str(e["pem"]) for e in result)
+    patch_status["ca"] = trust
+    message = ""
+    if next_record is not None:
+        message = (
+            f"; rotation to generation {next_record['generation']} published, "
+            f"signing with the new key from {next_record['signFrom']}"
+        )
+    return Outcome(handle, str(signing_entry["pem"]).encode(), trust.encode(), message)
