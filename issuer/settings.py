@@ -36,6 +36,10 @@ class Settings:
     concurrency: int = 64
     #: Port of the Prometheus /metrics endpoint; 0 turns it off.
     metrics_port: int = 9402
+    #: Largest ``spec.request`` (base64 text) accepted; a larger one is Failed, never held or parsed.
+    max_request_bytes: int = 64 * 1024
+    #: Unfinished request bodies held in memory; beyond it only their keys are, and bodies are re-read.
+    max_cached_requests: int = 2000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -69,11 +73,12 @@ class Settings:
                 values["metrics_port"] = int(str(get("METRICS_PORT")))
             except ValueError:
                 raise ConfigurationError(f"{ENV_PREFIX}METRICS_PORT must be a port number") from None
-        if get("CONCURRENCY"):
-            try:
-                values["concurrency"] = int(str(get("CONCURRENCY")))
-            except ValueError:
-                raise ConfigurationError(f"{ENV_PREFIX}CONCURRENCY must be a whole number") from None
+        for name in ("CONCURRENCY", "MAX_REQUEST_BYTES", "MAX_CACHED_REQUESTS"):
+            if get(name):
+                try:
+                    values[name.lower()] = int(str(get(name)))
+                except ValueError:
+                    raise ConfigurationError(f"{ENV_PREFIX}{name} must be a whole number") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
@@ -84,6 +89,10 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}WORKERS must be at least 1")
         if self.concurrency < 1:
             raise ConfigurationError(f"{ENV_PREFIX}CONCURRENCY must be at least 1")
+        if self.max_request_bytes < 1024:
+            raise ConfigurationError(f"{ENV_PREFIX}MAX_REQUEST_BYTES must be at least 1024")
+        if self.max_cached_requests < 0:
+            raise ConfigurationError(f"{ENV_PREFIX}MAX_CACHED_REQUESTS must not be negative")
         if self.worker_start_method not in ("spawn", "forkserver"):
             raise ConfigurationError(f"{ENV_PREFIX}WORKER_START_METHOD must be spawn or forkserver")
 

@@ -52,11 +52,40 @@ def _observe(kind: RequestKind, event: kopf.RawEvent, runtime: Runtime) -> None:
     body = event["object"]
     key = _key(kind, body)
     if event["type"] == "DELETED" or kind.issuer_of(body) is None or kind.is_finished(body.get("status")):
-        runtime.requests.pop(key, None)
-        runtime.attempts.pop(key, None)
+        runtime.forget(key)
         return
-    runtime.requests[key] = dict(body)
+    runtime.keep(key, _without_oversized_request(runtime, body))
     runtime.queue.add(key)
+
+
+#: Where a body whose ``spec.request`` was too large to keep records that request's size.
+OVERSIZED = "trusted-issuer.dev/oversized-request-bytes"
+
+
+def _request_bytes(body: Mapping[str, Any]) -> int:
+    request = (body.get("spec") or {}).get("request")
+    return len(request) if isinstance(request, str) else 0
+
+
+def _without_oversized_request(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body to keep: as it came, or, when ``spec.request`` is over the limit, without it (so an
+    oversized object is never held, decoded or parsed) and with its size noted for the Failed message."""
+    size = _request_bytes(body)
+    if size <= runtime.settings.max_request_bytes:
+        return dict(body)
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if k != "request"}
+    return {**body, "spec": spec, OVERSIZED: size}
+
+
+def _oversized_message(runtime: Runtime, body: Mapping[str, Any]) -> str | None:
+    size = body.get(OVERSIZED) or _request_bytes(body)
+    limit = runtime.settings.max_request_bytes
+    if size <= limit:
+        return None
+    return (
+        f"spec.request is {size} bytes, more than the {limit} bytes this issuer accepts "
+        f"({api.ENV_PREFIX}MAX_REQUEST_BYTES)"
+    )
 
 
 @kopf.on.event(
@@ -92,7 +121,13 @@ async def process(runtime: Runtime, key: RequestKey) -> None:
 async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None:
     body = runtime.requests.get(key)
     if body is None:
-        return
+        if key not in runtime.uncached:
+            return  # finished or deleted since it was queued
+        try:
+            body = await runtime.client.get(kind.path(key[1], key[2]))
+        except NotFound:
+            runtime.forget(key)
+            return
     status = body.get("status") or {}
     conditions = status.get("conditions")
     now = runtime.clock()
@@ -106,6 +141,10 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         return
     if not st.is_true(conditions, api.CONDITION_APPROVED):
         return  # not approved yet: the approver's status update brings a new event
+    oversized = _oversized_message(runtime, body)
+    if oversized is not None:
+        await _fail(runtime, kind, key, body, oversized, now)
+        return
 
     ref = kind.issuer_of(body)
     assert ref is not None  # _observe keeps only requests of ours
