@@ -124,6 +124,7 @@ class RssSampler:
         self.interval = interval
         self.peak_kib = 0
         self.hwm: dict[int, int] = {}
+        self.roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -136,23 +137,39 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
 
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
     def sample(self) -> None:
         total = 0
         for pid in _group_members(self.pgid):
             total += _status_kib(pid, "VmRSS")
             self.hwm[pid] = max(self.hwm.get(pid, 0), _status_kib(pid, "VmHWM"))
+            if pid not in self.roles:
+                self.roles[pid] = _role(pid, self.pgid)
         self.peak_kib = max(self.peak_kib, total)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "peak_sum_vm_rss_kib": self.peak_kib,
             "sum_vm_hwm_kib": sum(self.hwm.values()),
-            "processes": len(self.hwm),
+            "vm_hwm_kib_by_process": [
+                {"role": self.roles.get(pid, "?"), "vm_hwm_kib": kib} for pid, kib in sorted(self.hwm.items())
+            ],
         }
+
+
+def _role(pid: int, pgid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (FileNotFoundError, ProcessLookupError):
+        return "?"
+    if pid == pgid:
+        return "main"
+    if b"resource_tracker" in argv:
+        return "helper"
+    return "worker" if b"spawn_main" in argv else "other"
 
 
 @dataclass
