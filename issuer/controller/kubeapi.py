@@ -104,15 +104,23 @@ class KubeClient:
             self._session = None
 
     async def request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        *,
+        answer: bool = True,
     ) -> dict[str, Any]:
+        """One call; its JSON answer, or ``{}`` when ``answer`` is false (the answer is then not even
+        decoded: a status write's answer is the whole object, which the hot path does not need)."""
         session = self._open()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
         try:
             async with session.request(method, path.lstrip("/"), data=data, headers=headers) as response:
-                text = await response.text()
                 status = response.status
+                text = await response.text() if answer or status >= 300 else ""
         except (aiohttp.ClientError, TimeoutError) as err:
             raise RetryableError(f"API {method} {path}: {type(err).__name__}", "APIUnavailable") from None
         if status == 404:
@@ -121,18 +129,21 @@ class KubeClient:
             raise Conflict(path)
         if status >= 300:
             raise RetryableError(f"API {method} {path} answered {status}: {_message(text)}", "APIError")
-        return json.loads(text) if text else {}
+        return json.loads(text) if text and answer else {}
 
     async def get(self, path: str) -> dict[str, Any]:
         return await self.request("GET", path)
 
     async def patch_status(
-        self, path: str, status: Mapping[str, Any], resource_version: str
+        self, path: str, status: Mapping[str, Any], resource_version: str, *, answer: bool = True
     ) -> dict[str, Any]:
         """Merge-patch ``status`` through the object's /status subresource, only if the object is still
-        at ``resource_version`` (else Conflict): what makes publishing a certificate happen at most once."""
+        at ``resource_version`` (else Conflict): what makes publishing a certificate happen at most once.
+        Returns the updated object, or ``{}`` when ``answer`` is false."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        return await self.request("PATCH", f"{path}/status", body, "application/merge-patch+json")
+        return await self.request(
+            "PATCH", f"{path}/status", body, "application/merge-patch+json", answer=answer
+        )
 
     async def subject_access_review(self, spec: Mapping[str, Any]) -> bool:
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}

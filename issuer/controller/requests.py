@@ -32,6 +32,16 @@ from issuer.signer.x509 import PEMBundle
 log = logging.getLogger("trusted-issuer.requests")
 audit = logging.getLogger("trusted-issuer.audit")
 
+
+def _not_an_observer_success(record: logging.LogRecord) -> bool:
+    """kopf logs "Handler 'observe' succeeded." for every watch event of every request; the observers
+    only remember the body, so the line says nothing, and writing it was a tenth of the operator's
+    event-loop time in a burst (py-spy, make bench)."""
+    return record.msg != "Handler 'observe' succeeded."
+
+
+logging.getLogger("kopf.objects").addFilter(_not_an_observer_success)
+
 MAX_BACKOFF = 60.0
 PUBLISH_ATTEMPTS = 5
 
@@ -206,7 +216,7 @@ async def _publish_certificate(
     for _ in range(PUBLISH_ATTEMPTS):
         patch = kind.issued(body.get("status") or {}, bundle, now)
         try:
-            await runtime.client.patch_status(path, patch, body["metadata"]["resourceVersion"])
+            await runtime.client.patch_status(path, patch, body["metadata"]["resourceVersion"], answer=False)
         except NotFound:
             audit.info(f"unpublished kind={kind.name} request={_name(key)} serial={serial} reason=deleted")
             runtime.requests.pop(key, None)
