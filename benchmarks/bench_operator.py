@@ -375,6 +375,7 @@ class Burst:
     failed: int = 0
     rss: dict[str, Any] = field(default_factory=dict)
     cpu_seconds: float = 0.0
+    main_cpu_seconds: float = 0.0
     other_cpu_share: float = 0.0
 
     @property
@@ -404,6 +405,8 @@ class Burst:
                 "mean": round(statistics.fmean(self.latencies), 3) if self.latencies else None,
             },
             "process_cpu_seconds": round(self.cpu_seconds, 2),
+            "main_process_cpu_ms_per_request": round(1000 * self.main_cpu_seconds / self.requests, 3),
+            "process_group_cpu_ms_per_request": round(1000 * self.cpu_seconds / self.requests, 3),
             "rss": self.rss,
         }
 
@@ -450,15 +453,18 @@ async def burst(
             approved_at[name] = time.monotonic()
 
         members = _group_members(pgid)
-        cpu0, machine0 = _cpu_seconds(members), _machine_busy()
+        cpu0, main0, machine0 = _cpu_seconds(members), _cpu_seconds([pgid]), _machine_busy()
+        profiler = _start_profiler(args.profile, label, pgid)
         with RssSampler(pgid) as sampler:
             started = time.monotonic()
             await _bounded(args.concurrency, [approve(n, b) for n, b in zip(names, bodies, strict=True)])
             await watcher.wait_for(names, timeout=args.timeout)
             finished = max([watcher.issued.get(n, started) for n in names])
             result = Burst(label, args.requests, held, seconds=finished - started)
+        _stop_profiler(profiler)
         members = _group_members(pgid)
         result.cpu_seconds = _cpu_seconds(members) - cpu0
+        result.main_cpu_seconds = _cpu_seconds([pgid]) - main0
         result.other_cpu_share = (_machine_busy() - machine0) / max(result.seconds, 1e-9)
         result.latencies = [watcher.issued[n] - approved_at[n] for n in names if n in watcher.issued]
         result.failed = sum(1 for n in names if n in watcher.failed)
@@ -469,6 +475,22 @@ async def burst(
         return result
     finally:
         await watcher.stop()
+
+
+def _start_profiler(directory: Path | None, label: str, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy on the burst's main process (not its workers), as collapsed stacks, when ``--profile``."""
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{label.replace(' ', '-')}.txt"
+    argv = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=30)
 
 
 async def hold(
@@ -677,6 +699,8 @@ def _report_burst(b: Burst) -> None:
         f"# {b.label}: {len(b.latencies)}/{b.requests} in {b.seconds:.2f}s = {b.rate:.0f}/s, "
         f"p50 {b.percentile(0.5):.2f}s p99 {b.percentile(0.99):.2f}s, "
         f"peak RSS {b.rss.get('peak_sum_vm_rss_kib', 0) / 1024:.0f} MiB, "
+        f"CPU/request {1000 * b.main_cpu_seconds / b.requests:.2f} ms main, "
+        f"{1000 * b.cpu_seconds / b.requests:.2f} ms group, "
         f"machine busy {b.other_cpu_share:.0%} of a core",
         file=sys.stderr,
     )
@@ -786,6 +810,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds a burst may take before the run fails"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="record each burst's main process with py-spy (collapsed stacks) here"
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
