@@ -40,6 +40,8 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     #: Unfinished request bodies held in memory; beyond it only their keys are, and bodies are re-read.
     max_cached_requests: int = 2000
+    #: Requests waiting in the work queue; past it, keys are refused and found again by listing.
+    max_queued_requests: int = 20_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -73,7 +75,7 @@ class Settings:
                 values["metrics_port"] = int(str(get("METRICS_PORT")))
             except ValueError:
                 raise ConfigurationError(f"{ENV_PREFIX}METRICS_PORT must be a port number") from None
-        for name in ("CONCURRENCY", "MAX_REQUEST_BYTES", "MAX_CACHED_REQUESTS"):
+        for name in ("CONCURRENCY", "MAX_REQUEST_BYTES", "MAX_CACHED_REQUESTS", "MAX_QUEUED_REQUESTS"):
             if get(name):
                 try:
                     values[name.lower()] = int(str(get(name)))
@@ -93,6 +95,8 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}MAX_REQUEST_BYTES must be at least 1024")
         if self.max_cached_requests < 0:
             raise ConfigurationError(f"{ENV_PREFIX}MAX_CACHED_REQUESTS must not be negative")
+        if self.max_queued_requests < 1:
+            raise ConfigurationError(f"{ENV_PREFIX}MAX_QUEUED_REQUESTS must be at least 1")
         if self.worker_start_method not in ("spawn", "forkserver"):
             raise ConfigurationError(f"{ENV_PREFIX}WORKER_START_METHOD must be spawn or forkserver")
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from kubernetes import client as k8s_client
@@ -133,6 +134,24 @@ class KubeClient:
 
     async def get(self, path: str) -> dict[str, Any]:
         return await self.request("GET", path)
+
+    async def list_pages(self, path: str, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """The items of a collection, a page of at most ``limit`` at a time (the API server's
+        ``continue`` tokens), so a large collection is never held whole. Items carry apiVersion and kind
+        as listed by the API server (lists leave them out of items; the list's own are copied in)."""
+        token = ""
+        while True:
+            query = {"limit": str(limit), **({"continue": token} if token else {})}
+            page = await self.request("GET", f"{path}?{urlencode(query)}")
+            kind = str(page.get("kind", "")).removesuffix("List")
+            items = page.get("items") or []
+            for item in items:
+                item.setdefault("apiVersion", page.get("apiVersion"))
+                item.setdefault("kind", kind)
+            yield items
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
 
     async def patch_status(
         self, path: str, status: Mapping[str, Any], resource_version: str, *, answer: bool = True

@@ -114,9 +114,31 @@ def start_workers(runtime: Runtime) -> None:
     """Start the queue's workers; tasks copy the caller's context, so call this from a kopf handler
     (kopf.event() needs the context variables kopf sets there)."""
     runtime.tasks.append(asyncio.create_task(runtime.queue.run_delays(), name="queue-delays"))
+    runtime.tasks.append(asyncio.create_task(refill(runtime), name="queue-refill"))
     for index in range(runtime.settings.concurrency):
         worker = runtime.queue.worker(functools.partial(process, runtime))
         runtime.tasks.append(asyncio.create_task(worker, name=f"request-worker-{index}"))
+
+
+async def refill(runtime: Runtime, interval: float = 1.0) -> None:
+    """Find the requests a full queue refused: once it has drained to half, list every request of
+    each kind (a page at a time) and observe them as if just added. Runs until cancelled."""
+    queue = runtime.queue
+    while True:
+        await asyncio.sleep(interval)
+        if not queue.overflowed or len(queue) > (queue.max_size or 0) // 2:
+            continue
+        queue.take_overflow()
+        log.info(f"queue was full (max {queue.max_size}); listing requests to find those it refused")
+        for kind in KINDS.values():
+            path = f"/apis/{kind.group}/{kind.version}/{kind.plural}"
+            try:
+                async for items in runtime.client.list_pages(path):
+                    for item in items:
+                        _observe(kind, cast(kopf.RawEvent, {"type": "ADDED", "object": item}), runtime)
+            except Exception as err:  # the API is down: try again on the next round
+                log.warning(f"listing {kind.plural} to refill the queue failed: {err}")
+                queue.overflowed = True
 
 
 async def process(runtime: Runtime, key: RequestKey) -> None:

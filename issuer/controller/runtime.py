@@ -37,6 +37,10 @@ class Runtime:
     attempts: dict[RequestKey, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.queue.max_size is None:
+            self.queue.max_size = self.settings.max_queued_requests
+
     def keep(self, key: RequestKey, body: dict[str, Any]) -> None:
         """Hold the latest body of an unfinished request, or only its key once the store is full, so a
         flood of requests costs memory per key (a few hundred bytes), not per body."""
