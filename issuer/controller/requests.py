@@ -23,7 +23,14 @@ import kopf
 from issuer import api, metrics
 from issuer.controller import status as st
 from issuer.controller.issuers import IssuerRef, describe, metric_label
-from issuer.controller.kinds import CERTIFICATE_REQUESTS, KINDS, SIGNING_REQUESTS, RequestKind
+from issuer.controller.kinds import (
+    CERTIFICATE_REQUESTS,
+    CSR_DURATION_ANNOTATION,
+    CSR_IS_CA_ANNOTATION,
+    KINDS,
+    SIGNING_REQUESTS,
+    RequestKind,
+)
 from issuer.controller.kubeapi import Conflict, NotFound
 from issuer.controller.runtime import RequestKey, Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
@@ -64,12 +71,15 @@ def _observe(kind: RequestKind, event: kopf.RawEvent, runtime: Runtime) -> None:
     if event["type"] == "DELETED" or kind.issuer_of(body) is None or kind.is_finished(body.get("status")):
         runtime.forget(key)
         return
-    runtime.keep(key, _without_oversized_request(runtime, body))
+    runtime.keep(key, _essence(runtime, body))
     runtime.queue.add(key)
 
 
 #: Where a body whose ``spec.request`` was too large to keep records that request's size.
 OVERSIZED = "trusted-issuer.dev/oversized-request-bytes"
+_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+_KEPT_ANNOTATIONS = (CSR_DURATION_ANNOTATION, CSR_IS_CA_ANNOTATION)
+_KEPT_STATUS = ("conditions", "certificate", "failureTime")
 
 
 def _request_bytes(body: Mapping[str, Any]) -> int:
@@ -77,14 +87,31 @@ def _request_bytes(body: Mapping[str, Any]) -> int:
     return len(request) if isinstance(request, str) else 0
 
 
-def _without_oversized_request(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The body to keep: as it came, or, when ``spec.request`` is over the limit, without it (so an
-    oversized object is never held, decoded or parsed) and with its size noted for the Failed message."""
+def _essence(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
+    """What is kept of a request: what signing, status writes and Events read, and nothing else (not
+    managedFields, other annotations or foreign status), so an object bloated by others costs little.
+    A ``spec.request`` over the limit is left out too (never held, decoded or parsed) and its size
+    noted for the Failed message."""
+    meta = body.get("metadata") or {}
+    kept_meta = {k: meta[k] for k in _KEPT_METADATA if k in meta}
+    annotations = meta.get("annotations") or {}
+    if any(k in annotations for k in _KEPT_ANNOTATIONS):
+        kept_meta["annotations"] = {k: annotations[k] for k in _KEPT_ANNOTATIONS if k in annotations}
+    status = body.get("status") or {}
+    spec: dict[str, Any] = dict(body.get("spec") or {})
     size = _request_bytes(body)
-    if size <= runtime.settings.max_request_bytes:
-        return dict(body)
-    spec = {k: v for k, v in (body.get("spec") or {}).items() if k != "request"}
-    return {**body, "spec": spec, OVERSIZED: size}
+    if size > runtime.settings.max_request_bytes:
+        del spec["request"]
+    essence = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": kept_meta,
+        "spec": spec,
+        "status": {k: status[k] for k in _KEPT_STATUS if k in status},
+    }
+    if size > runtime.settings.max_request_bytes:
+        essence[OVERSIZED] = size
+    return essence
 
 
 def _oversized_message(runtime: Runtime, body: Mapping[str, Any]) -> str | None:
@@ -282,7 +309,7 @@ async def _publish(
         return
     if key in runtime.requests and updated.get("metadata"):
         # Our own write is the newest version: keep it, so the next pass does not conflict with it.
-        runtime.requests[key] = updated
+        runtime.requests[key] = _essence(runtime, updated)
 
 
 async def _pending(

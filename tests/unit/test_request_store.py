@@ -1,16 +1,23 @@
-"""The in-memory request store is bounded: a flood of requests costs a key each beyond the limit, and
-an oversized ``spec.request`` is never held. Pure: no API server, no token (the runtime's pool and
-client are never reached by the code under test, so they are left out)."""
+"""The in-memory request store is bounded: a flood of requests costs a key each beyond the limit, only
+what the operator reads of a request is kept, and an oversized ``spec.request`` is never held. Pure:
+no API server, no token (the runtime's pool and client are never reached by the code under test, so
+they are left out)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from typing import Any, cast
 
 from issuer.controller import requests
 from issuer.controller.issuers import IssuerRegistry
-from issuer.controller.kinds import CERTIFICATE_REQUESTS
+from issuer.controller.kinds import (
+    CERTIFICATE_REQUESTS,
+    CSR_DURATION_ANNOTATION,
+    CSR_IS_CA_ANNOTATION,
+    SIGNING_REQUESTS,
+)
 from issuer.controller.runtime import Runtime
 from issuer.settings import Settings
 from issuer.signer.x509 import utcnow
@@ -118,3 +125,64 @@ def test_a_request_at_the_limit_is_kept_whole() -> None:
     body = runtime.requests[("certificaterequests", "flood", "edge")]
     assert body["spec"]["request"] == CSR_TEXT
     assert requests._oversized_message(runtime, body) is None
+
+
+def test_what_others_bloat_an_object_with_is_not_kept() -> None:
+    bloated = _event("bloated")
+    meta = bloated["object"]["metadata"]
+    meta["annotations"] = {"example.com/blob": "x" * 1_000_000}
+    meta["managedFields"] = [{"manager": "someone", "fieldsV1": {"f:spec": {"x": "y" * 100_000}}}]
+    bloated["object"]["status"]["someoneElses"] = "z" * 500_000
+
+    async def run() -> Runtime:
+        runtime = _runtime(max_cached=10)
+        requests._observe(CERTIFICATE_REQUESTS, bloated, runtime)
+        return runtime
+
+    body = asyncio.run(run()).requests[("certificaterequests", "flood", "bloated")]
+    assert len(json.dumps(body)) < len(CSR_TEXT) + 1_000
+    assert body["metadata"] == {"name": "bloated", "namespace": "flood", "resourceVersion": "7"}
+    assert body["status"] == {"conditions": bloated["object"]["status"]["conditions"]}
+
+
+def test_the_kept_essence_reads_as_the_whole_object_does() -> None:
+    csr_body = {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {
+            "name": "workload",
+            "uid": "u-1",
+            "resourceVersion": "3",
+            "creationTimestamp": "2031-03-04T05:06:07Z",
+            "annotations": {
+                CSR_DURATION_ANNOTATION: "2h",
+                CSR_IS_CA_ANNOTATION: "false",
+                "unrelated.example.com/x": "y",
+            },
+            "managedFields": [{"manager": "kubectl"}],
+        },
+        "spec": {
+            "request": CSR_TEXT,
+            "signerName": "trustedissuers.trusted-issuer.dev/mesh.ca",
+            "usages": ["digital signature", "client auth"],
+            "username": "system:serviceaccount:mesh:istiod",
+            "groups": ["system:serviceaccounts"],
+        },
+        "status": {"conditions": [{"type": "Approved", "status": "True"}]},
+    }
+    runtime = _runtime(max_cached=10)
+    essence = requests._essence(runtime, csr_body)
+    for kind, body, kept in (
+        (SIGNING_REQUESTS, csr_body, essence),
+        (CERTIFICATE_REQUESTS, _event("cr")["object"], requests._essence(runtime, _event("cr")["object"])),
+    ):
+        assert kind.issuer_of(kept) == kind.issuer_of(body)
+        assert kind.requester(kept) == kind.requester(body)
+        assert kind.signing_request(kept) == kind.signing_request(body)
+        assert kind.is_finished(kept.get("status")) == kind.is_finished(body.get("status"))
+    assert essence["metadata"]["creationTimestamp"] == "2031-03-04T05:06:07Z"
+    assert (essence["apiVersion"], essence["kind"], essence["metadata"]["uid"]) == (
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        "u-1",
+    )
