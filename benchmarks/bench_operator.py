@@ -771,6 +771,12 @@ def render(document: dict[str, Any]) -> str:
         for alg, v in document["signing"].items()
     )
     lines += ["", f"Signing measured in the same run ({s['workers']} workers): {signing}."]
+    busy = document["machine_busy_cores"].values()
+    lines.append(
+        f"The machine's {machine['cores']} cores were {min(busy):.1f}-{max(busy):.1f} busy during the bursts "
+        "(sandbox, driver, operator or floor, and anything else running): ratios within one run are "
+        "the numbers to compare."
+    )
     return "\n".join(lines)
 
 
