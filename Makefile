@@ -55,8 +55,11 @@ BENCH_ARGS ?=
 
 .PHONY: bench
 bench: dev ## benchmarks: signing core (pipeline/raw token/software), then the operator end to end vs the floor
-	@$(PY) -m benchmarks.bench_signer
-	@$(PY) -m benchmarks.bench_operator --requests $(BENCH_REQUESTS) --held $(BENCH_HELD) $(BENCH_ARGS)
+	@status=0; \
+	$(PY) -m benchmarks.bench_signer || status=$$?; \
+	$(PY) -m benchmarks.bench_operator --requests $(BENCH_REQUESTS) --held $(BENCH_HELD) $(BENCH_ARGS) \
+		|| status=$$?; \
+	exit $$status
 
 .PHONY: clean
 clean: ## remove the virtualenv, the development token and caches
