@@ -49,9 +49,17 @@ e2e: ## kind + cert-manager + image + chart: a Certificate signed in the token (
 	@VENV=$(VENV) scripts/bootstrap.sh
 	@$(PY) -m pytest tests/e2e -m e2e -rs $(PYTEST_ARGS)
 
+BENCH_REQUESTS ?= 1000
+BENCH_HELD ?= 10000
+BENCH_ARGS ?=
+
 .PHONY: bench
-bench: dev ## signing-core benchmark: pipeline vs raw token vs software key, 1 and 2 workers
-	@$(PY) -m benchmarks.bench_signer
+bench: dev ## benchmarks: signing core (pipeline/raw token/software), then the operator end to end vs the floor
+	@status=0; \
+	$(PY) -m benchmarks.bench_signer || status=$$?; \
+	$(PY) -m benchmarks.bench_operator --requests $(BENCH_REQUESTS) --held $(BENCH_HELD) $(BENCH_ARGS) \
+		|| status=$$?; \
+	exit $$status
 
 .PHONY: clean
 clean: ## remove the virtualenv, the development token and caches

@@ -40,6 +40,12 @@ class Settings:
     provisioning_recheck_interval: float = 5.0
     #: Where a TrustedClusterIssuer's Secrets live (imports, CA certificates); None: the pod's namespace.
     cluster_resource_namespace: str | None = None
+    #: Largest ``spec.request`` (base64 text) accepted; a larger one is Failed, never held or parsed.
+    max_request_bytes: int = 64 * 1024
+    #: Unfinished request bodies held in memory; beyond it only their keys are, and bodies are re-read.
+    max_cached_requests: int = 2000
+    #: Requests waiting in the work queue; past it, keys are refused and found again by listing.
+    max_queued_requests: int = 20_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -78,11 +84,12 @@ class Settings:
                 str(get("PROVISIONING_RECHECK_INTERVAL"))
             ).total_seconds()
         values["cluster_resource_namespace"] = get("CLUSTER_RESOURCE_NAMESPACE")
-        if get("CONCURRENCY"):
-            try:
-                values["concurrency"] = int(str(get("CONCURRENCY")))
-            except ValueError:
-                raise ConfigurationError(f"{ENV_PREFIX}CONCURRENCY must be a whole number") from None
+        for name in ("CONCURRENCY", "MAX_REQUEST_BYTES", "MAX_CACHED_REQUESTS", "MAX_QUEUED_REQUESTS"):
+            if get(name):
+                try:
+                    values[name.lower()] = int(str(get(name)))
+                except ValueError:
+                    raise ConfigurationError(f"{ENV_PREFIX}{name} must be a whole number") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
@@ -95,6 +102,12 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}CONCURRENCY must be at least 1")
         if self.provisioning_recheck_interval <= 0:
             raise ConfigurationError(f"{ENV_PREFIX}PROVISIONING_RECHECK_INTERVAL must be positive")
+        if self.max_request_bytes < 1024:
+            raise ConfigurationError(f"{ENV_PREFIX}MAX_REQUEST_BYTES must be at least 1024")
+        if self.max_cached_requests < 0:
+            raise ConfigurationError(f"{ENV_PREFIX}MAX_CACHED_REQUESTS must not be negative")
+        if self.max_queued_requests < 1:
+            raise ConfigurationError(f"{ENV_PREFIX}MAX_QUEUED_REQUESTS must be at least 1")
         if self.worker_start_method not in ("spawn", "forkserver"):
             raise ConfigurationError(f"{ENV_PREFIX}WORKER_START_METHOD must be spawn or forkserver")
 

@@ -12,9 +12,10 @@ import base64
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from kubernetes import client as k8s_client
@@ -105,15 +106,23 @@ class KubeClient:
             self._session = None
 
     async def request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        *,
+        answer: bool = True,
     ) -> dict[str, Any]:
+        """One call; its JSON answer, or ``{}`` when ``answer`` is false (the answer is then not even
+        decoded: a status write's answer is the whole object, which the hot path does not need)."""
         session = self._open()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
         try:
             async with session.request(method, path.lstrip("/"), data=data, headers=headers) as response:
-                text = await response.text()
                 status = response.status
+                text = await response.text() if answer or status >= 300 else ""
         except (aiohttp.ClientError, TimeoutError) as err:
             raise RetryableError(f"API {method} {path}: {type(err).__name__}", "APIUnavailable") from None
         if status == 404:
@@ -122,7 +131,7 @@ class KubeClient:
             raise Conflict(path)
         if status >= 300:
             raise RetryableError(f"API {method} {path} answered {status}: {_message(text)}", "APIError")
-        return json.loads(text) if text else {}
+        return json.loads(text) if text and answer else {}
 
     async def get(self, path: str) -> dict[str, Any]:
         return await self.request("GET", path)
@@ -133,13 +142,34 @@ class KubeClient:
         body = await self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return {key: base64.b64decode(value) for key, value in (body.get("data") or {}).items()}
 
+    async def list_pages(self, path: str, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """The items of a collection, a page of at most ``limit`` at a time (the API server's
+        ``continue`` tokens), so a large collection is never held whole. Items carry apiVersion and kind
+        as listed by the API server (lists leave them out of items; the list's own are copied in)."""
+        token = ""
+        while True:
+            query = {"limit": str(limit), **({"continue": token} if token else {})}
+            page = await self.request("GET", f"{path}?{urlencode(query)}")
+            kind = str(page.get("kind", "")).removesuffix("List")
+            items = page.get("items") or []
+            for item in items:
+                item.setdefault("apiVersion", page.get("apiVersion"))
+                item.setdefault("kind", kind)
+            yield items
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
+
     async def patch_status(
-        self, path: str, status: Mapping[str, Any], resource_version: str
+        self, path: str, status: Mapping[str, Any], resource_version: str, *, answer: bool = True
     ) -> dict[str, Any]:
         """Merge-patch ``status`` through the object's /status subresource, only if the object is still
-        at ``resource_version`` (else Conflict): what makes publishing a certificate happen at most once."""
+        at ``resource_version`` (else Conflict): what makes publishing a certificate happen at most once.
+        Returns the updated object, or ``{}`` when ``answer`` is false."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        return await self.request("PATCH", f"{path}/status", body, "application/merge-patch+json")
+        return await self.request(
+            "PATCH", f"{path}/status", body, "application/merge-patch+json", answer=answer
+        )
 
     async def subject_access_review(self, spec: Mapping[str, Any]) -> bool:
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}

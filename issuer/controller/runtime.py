@@ -29,8 +29,29 @@ class Runtime:
     clock: Callable[[], datetime]
     issuers: IssuerRegistry
     queue: WorkQueue[RequestKey] = field(default_factory=WorkQueue)
-    #: The latest body seen of each CertificateRequest of ours that is not finished yet.
+    #: The latest body seen of each unfinished request of ours, up to ``settings.max_cached_requests``.
     requests: dict[RequestKey, dict[str, Any]] = field(default_factory=dict)
+    #: Unfinished requests whose bodies did not fit: their bodies are read again when their turn comes.
+    uncached: set[RequestKey] = field(default_factory=set)
     #: Retry counts of requests failing with passing errors, for backoff.
     attempts: dict[RequestKey, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.queue.max_size is None:
+            self.queue.max_size = self.settings.max_queued_requests
+
+    def keep(self, key: RequestKey, body: dict[str, Any]) -> None:
+        """Hold the latest body of an unfinished request, or only its key once the store is full, so a
+        flood of requests costs memory per key (a few hundred bytes), not per body."""
+        if key in self.requests or len(self.requests) < self.settings.max_cached_requests:
+            self.requests[key] = body
+            self.uncached.discard(key)
+        else:
+            self.uncached.add(key)
+
+    def forget(self, key: RequestKey) -> None:
+        """Drop everything held about a request (finished, deleted, or no longer ours)."""
+        self.requests.pop(key, None)
+        self.uncached.discard(key)
+        self.attempts.pop(key, None)
