@@ -472,6 +472,16 @@ def test_replicas_are_placed_by_where_the_token_lives() -> None:
     assert affinity({"affinity": own}) == own
 
 
+def test_a_shard_watches_its_namespaces_under_its_own_lease() -> None:
+    shard = render(
+        {"operator": {"watchNamespaces": ["team-a", "team-b"]}, "fullnameOverride": "issuer-shard-a"}
+    )
+    container = shard.container()
+    assert container["args"] == ["run", "--namespace", "team-a", "--namespace", "team-b"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TRUSTED_ISSUER_LEASE_NAME"] == "issuer-shard-a"
+
+
 def test_lease_rights_are_a_role_in_the_release_namespace_only() -> None:
     rendered = render({})
     role = rendered.one("Role", "trusted-issuer-leader-election")
