@@ -24,10 +24,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from issuer.controller.election import Attempt, Leadership, LeaseElector, LeaseTiming
+from issuer.controller.election import Attempt, FencedKubeClient, Leadership, LeaseElector, LeaseTiming
 from issuer.controller.kubeapi import Credentials, KubeClient
-from issuer.errors import RetryableError
+from issuer.errors import ConfigurationError, RetryableError
 from issuer.sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
+from issuer.settings import Settings
 from issuer.signer.keys import TokenConfig
 from tests.csrs import make_csr
 from tests.operator.conftest import LEASE_TIMING, OUR_CRDS, Operator, operator_env, token_profile, wait_until
@@ -312,3 +313,42 @@ def test_only_one_of_two_simultaneous_creators_wins(ha: HaCluster) -> None:
 
     outcomes = asyncio.run(scenario())
     assert outcomes.count(Attempt.HELD) == 1, outcomes
+
+
+def test_a_fenced_replica_writes_nothing(ha: HaCluster) -> None:
+    """Without the Lease, the request path's client refuses every write before it leaves the process."""
+
+    async def scenario() -> None:
+        leadership = Leadership(Clock())
+        credentials = Credentials(server=str(ha.sandbox.url).rstrip("/"))
+        async with FencedKubeClient(credentials, leadership) as client:
+            before = len(ha.sandbox.calls)
+            with pytest.raises(RetryableError, match="fenced") as refused:
+                await client.patch_status(f"{CR_PATH.format(ns='default')}/any", {"certificate": "x"}, "1")
+            assert refused.value.reason == "Fenced"
+            assert len(ha.sandbox.calls) == before, "a fenced write reached the API server"
+            assert (await client.get("/api/v1/namespaces/default"))["metadata"]["name"] == "default"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LEASE_DURATION": "10s", "LEASE_RENEW_DEADLINE": "10s"}, "LEASE_RENEW_DEADLINE < "),
+        ({"LEASE_RETRY_PERIOD": "12s"}, "must hold"),
+        ({"LEADER_ELECTION": "maybe"}, "must be true or false"),
+        ({"HEALTH_PORT": "http"}, "HEALTH_PORT must be a port number"),
+        ({"READINESS_INTERVAL": "0s"}, "READINESS_INTERVAL must be positive"),
+    ],
+    ids=[
+        "deadline-not-below-duration",
+        "retry-above-deadline",
+        "election-not-boolean",
+        "port-not-a-number",
+        "no-interval",
+    ],
+)
+def test_election_settings_are_checked_at_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        Settings.from_env({f"TRUSTED_ISSUER_{k}": v for k, v in env.items()})
