@@ -192,10 +192,11 @@ class LeaseElector:
     def path(self) -> str:
         return f"{self.collection}/{self.name}"
 
-    async def attempt(self) -> Attempt:
-        """One try to acquire or renew; never raises for API trouble (that is ``FAILED``)."""
+    async def attempt(self, timeout: float | None = None) -> Attempt:
+        """One try to acquire or renew, given up after ``timeout`` (default: the renew deadline); never
+        raises for API trouble (that is ``FAILED``)."""
         try:
-            return await asyncio.wait_for(self._attempt(), self.timing.renew_deadline)
+            return await asyncio.wait_for(self._attempt(), timeout or self.timing.renew_deadline)
         except (TrustedIssuerError, TimeoutError) as err:
             log.warning(f"lease={self.namespace}/{self.name} attempt failed: {err}")
             return Attempt.FAILED
@@ -285,9 +286,11 @@ class LeaseElector:
         or no renewal succeeded within the renew deadline (the fence has already closed by then)."""
         while True:
             await asyncio.sleep(min(self.timing.retry_period, self.leadership.remaining()))
-            outcome = await self.attempt()
-            if outcome is Attempt.TAKEN:
-                self.leadership.drop()
+            # As client-go: once past the deadline, step down; never try to win the Lease back.
+            if self.leadership.holds():
+                outcome = await self.attempt(timeout=self.leadership.remaining())
+                if outcome is Attempt.TAKEN:
+                    self.leadership.drop()
             if not self.leadership.holds():
                 log.error(
                     f"lost lease={self.namespace}/{self.name} identity={self.identity} "
