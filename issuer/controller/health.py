@@ -26,7 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
-from issuer.errors import TrustedIssuerError
+from issuer.api import ENV_PREFIX
+from issuer.errors import ConfigurationError, TrustedIssuerError
 from issuer.profiles import TokenProfile
 from issuer.signer.pool import SignerPool
 
@@ -117,7 +118,13 @@ async def serve(health: Health, port: int, host: str = "0.0.0.0") -> web.AppRunn
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as err:
+        await runner.cleanup()
+        raise ConfigurationError(
+            f"cannot serve the probes on port {port}: {err.strerror}; set {ENV_PREFIX}HEALTH_PORT"
+        ) from None
     return runner
 
 
