@@ -465,7 +465,10 @@ def test_replicas_are_placed_by_where_the_token_lives() -> None:
     ]
     assert spread[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     # One replica needs no placement, and updates by Recreate; a user's affinity wins.
+    assert "not the loss of the node" in render({}).notes
+    assert "not the loss of the node" not in render(SCENARIOS["pkcs11"]).notes
     single = render({"replicaCount": 1})
+    assert "warm standbys" not in single.notes
     assert "affinity" not in single.pod()
     assert single.deployment()["spec"]["strategy"] == {"type": "Recreate"}
     own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
