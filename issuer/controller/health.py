@@ -77,10 +77,11 @@ async def heartbeat(health: Health) -> None:
 
 
 async def check_tokens(health: Health, pool: SignerPool, profiles: Mapping[str, TokenProfile]) -> None:
-    """One readiness check: a worker logs in to each profile's token and lists its keys. A PIN the
-    token rejected is not retried by the worker until it changes, so checking never locks a PIN."""
-    for name, profile in sorted(profiles.items()):
-        state = health.tokens.setdefault(name, TokenState())
+    """One readiness check: a worker logs in to each profile's token and lists its keys, all profiles
+    at once (one slow token does not hold the others' answers back). A PIN the token rejected is not
+    retried by the worker until it changes, so checking never locks a PIN."""
+
+    async def check(state: TokenState, profile: TokenProfile) -> None:
         try:
             await asyncio.to_thread(pool.list_keys, profile.token)
         except TrustedIssuerError as err:
@@ -89,6 +90,9 @@ async def check_tokens(health: Health, pool: SignerPool, profiles: Mapping[str, 
             state.reached, state.reason = False, "Stopping"
         else:
             state.reached, state.reason = True, "Reached"
+
+    states = {name: health.tokens.setdefault(name, TokenState()) for name in profiles}
+    await asyncio.gather(*(check(states[name], profile) for name, profile in profiles.items()))
 
 
 async def watch_tokens(
