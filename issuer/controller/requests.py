@@ -21,8 +21,9 @@ from typing import Any, cast
 import kopf
 
 from issuer import api, metrics
+from issuer.controller import audit
 from issuer.controller import status as st
-from issuer.controller.issuers import IssuerRef, describe, metric_label
+from issuer.controller.issuers import describe, metric_label
 from issuer.controller.kinds import CERTIFICATE_REQUESTS, KINDS, SIGNING_REQUESTS, RequestKind
 from issuer.controller.kubeapi import Conflict, NotFound
 from issuer.controller.runtime import RequestKey, Runtime
@@ -30,7 +31,6 @@ from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssu
 from issuer.signer.x509 import PEMBundle
 
 log = logging.getLogger("trusted-issuer.requests")
-audit = logging.getLogger("trusted-issuer.audit")
 
 MAX_BACKOFF = 60.0
 PUBLISH_ATTEMPTS = 5
@@ -101,6 +101,7 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
     if st.is_true(conditions, api.CONDITION_DENIED):
         metrics.REQUESTS_FAILED.labels(_issuer_label(kind, body), kind.name, "Denied").inc()
         if kind.writes_progress:
+            _refused(kind, key, body, "denied", "denied by an approver")
             await _publish(runtime, kind, key, body, st.request_denied(conditions, now))
             _tell(body, "Warning", "Denied", "The request was denied by an approver; it will not be signed")
         return
@@ -138,12 +139,16 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         await _retry_or_fail(runtime, kind, key, body, err.message, now)
         return
 
-    audit.info(
-        f"signed kind={kind.name} request={_name(key)} issuer={describe(ref)!r} "
-        f"requester={kind.requester(body)!r} serial={bundle.serial_number:x} "
-        f"notAfter={bundle.not_after.isoformat()} keyID={issuer.signing.key.key_id}"
+    record = audit.Issuance.of(
+        bundle,
+        kind=kind.name,
+        request=_name(key),
+        issuer=describe(ref),
+        requester=kind.requester(body),
+        key_label=issuer.signing.key.key_label,
+        key_id=issuer.signing.key.key_id,
     )
-    if await _publish_certificate(runtime, kind, key, body, bundle, now, ref):
+    if await _publish_certificate(runtime, kind, key, body, bundle, now, record):
         metrics.CERTIFICATES_ISSUED.labels(metric_label(ref), kind.name).inc()
         metrics.SIGNING_SECONDS.labels(kind.name).observe(time.monotonic() - started)
         message = f"Certificate issued by {describe(ref)}, serial {bundle.serial_number:x}"
@@ -157,43 +162,35 @@ async def _publish_certificate(
     body: dict[str, Any],
     bundle: PEMBundle,
     now: datetime,
-    ref: IssuerRef,
+    record: audit.Issuance,
 ) -> bool:
     """Publish a signed certificate at most once: only onto the object version we read, and, after a
     conflict, only if the request is still unfinished. A signature that cannot be published is
     recorded in the audit log and dropped, never retried blindly."""
     path = kind.path(key[1], key[2])
-    serial = f"{bundle.serial_number:x}"
     for _ in range(PUBLISH_ATTEMPTS):
         patch = kind.issued(body.get("status") or {}, bundle, now)
         try:
             await runtime.client.patch_status(path, patch, body["metadata"]["resourceVersion"])
         except NotFound:
-            audit.info(f"unpublished kind={kind.name} request={_name(key)} serial={serial} reason=deleted")
+            audit.unpublished(record, "deleted")
             runtime.requests.pop(key, None)
             return False
         except Conflict:
             try:
                 body = await runtime.client.get(path)
             except NotFound:
-                audit.info(
-                    f"unpublished kind={kind.name} request={_name(key)} serial={serial} reason=deleted"
-                )
+                audit.unpublished(record, "deleted")
                 return False
             if kind.is_finished(body.get("status")):
-                reason = "already-finished"
-                audit.info(
-                    f"unpublished kind={kind.name} request={_name(key)} serial={serial} reason={reason}"
-                )
+                audit.unpublished(record, "already-finished")
                 return False
             continue
         runtime.requests.pop(key, None)
         runtime.attempts.pop(key, None)
-        audit.info(
-            f"published kind={kind.name} request={_name(key)} serial={serial} issuer={describe(ref)!r}"
-        )
+        audit.issued(record)
         return True
-    audit.info(f"unpublished kind={kind.name} request={_name(key)} serial={serial} reason=conflicts")
+    audit.unpublished(record, "conflicts")
     _retry_later(runtime, key)
     return False
 
@@ -235,7 +232,7 @@ async def _fail(
     now: datetime,
 ) -> None:
     metrics.REQUESTS_FAILED.labels(_issuer_label(kind, body), kind.name, "Failed").inc()
-    log.info(f"failed kind={kind.name} request={_name(key)} reason={message!r}")
+    _refused(kind, key, body, "failed", message)
     await _publish(runtime, kind, key, body, kind.failed(body.get("status") or {}, message, now))
     _tell(body, "Warning", "Failed", message)
     runtime.requests.pop(key, None)
@@ -263,6 +260,12 @@ def _created(meta: Mapping[str, Any], fallback: datetime) -> datetime:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return fallback
+
+
+def _refused(kind: RequestKind, key: RequestKey, body: Mapping[str, Any], outcome: str, message: str) -> None:
+    ref = kind.issuer_of(body)
+    issuer = describe(ref) if ref else ""
+    audit.refused(kind.name, _name(key), issuer, kind.requester(body), outcome, message)
 
 
 def _issuer_label(kind: RequestKind, body: Mapping[str, Any]) -> str:
