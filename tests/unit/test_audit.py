@@ -96,7 +96,7 @@ def test_a_name_cannot_forge_a_second_line(pki: PKI, captured: tuple[io.StringIO
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("issued kind='CertificateRequest'")
-    assert 'requester="alice\\nissued serial=\'ff\' requester=\'mallory\'"' in lines[0]
+    assert "requester=\"alice\\nissued serial='ff' requester='mallory'\"" in lines[0]
 
 
 def test_refusal_is_recorded(captured: tuple[io.StringIO, logging.Handler]) -> None:
