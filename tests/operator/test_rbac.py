@@ -44,6 +44,7 @@ OUR_SIGNERS = ["trustedissuers.trusted-issuer.dev/*", "trustedclusterissuers.tru
 #: signer write a CertificateSigningRequest's status.certificate (the sandbox enforces no RBAC).
 CHECKED_BY_THE_API_SERVER = {("certificates.k8s.io", "signers", "sign"): OUR_SIGNERS}
 DISCOVERY_PREFIXES = ("/api", "/apis", "/version")
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/default/leases/trusted-issuer"
 
 Rule = tuple[str, str, str]
 
@@ -122,7 +123,7 @@ def quiet_operator(cluster: Cluster) -> Iterator[Cluster]:
     previous_policy = cluster.sandbox.access_policy
     cluster.operator.stop()
     try:
-        cluster.kube.delete("/apis/coordination.k8s.io/v1/namespaces/default/leases/trusted-issuer")
+        cluster.kube.delete(LEASE)
     except ApiFailure as err:
         if err.status != 404:
             raise
@@ -206,8 +207,18 @@ def _drive_the_operator(cluster: Cluster) -> None:
     )
 
 
+def _renewed(cluster: Cluster) -> bool:
+    try:
+        spec = cluster.kube.get(LEASE)["spec"]
+    except ApiFailure:
+        return False
+    return bool(spec.get("renewTime")) and spec.get("renewTime") != spec.get("acquireTime")
+
+
 def test_chart_grants_exactly_what_the_operator_calls(chart: Rendered, quiet_operator: Cluster) -> None:
     _drive_the_operator(quiet_operator)
+    # The Lease it created on start-up is renewed (an update) every retry period.
+    wait_until(lambda: _renewed(quiet_operator))
 
     used: set[Rule] = set()
     strangers: set[str] = set()
