@@ -1,9 +1,10 @@
 """One active signer among several replicas: leader election on a ``coordination.k8s.io/v1`` Lease,
 with fencing.
 
-Why a Lease and not kopf's peering: kopf peering freezes every operator that sees a peer of equal or
-higher priority, so equal replicas would all freeze, and distinct priorities would have to be handed
-out per pod by hand (a Deployment cannot) and give no time bound on a dead peer's hold. A Lease is
+Why a Lease and not kopf's peering: kopf peering pauses every operator that sees a live peer of equal
+or higher priority, so equal replicas would all pause, and distinct priorities would have to be handed
+out per pod by hand (a Deployment cannot); peering has no fencing either (a pausing operator's
+in-flight writes have no deadline), and it needs kopf's peering CRD, cluster-wide. A Lease is
 what kube-controller-manager, cert-manager and every client-go controller use: one object, written
 with resourceVersion preconditions, so two replicas can never both believe they acquired it, and a
 dead holder's claim expires after ``leaseDurationSeconds`` as observed on the *standby's own* clock
