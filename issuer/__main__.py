@@ -209,22 +209,21 @@ def cmd_provision_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import kopf
 
     import issuer.controller  # noqa: F401 - registers the handlers
+    from issuer.controller.lifecycle import run_replica
 
-    Settings.from_env().validate()  # fail fast, with one line, before kopf starts
+    settings = Settings.from_env()  # fail fast, with one line, before anything starts
+    if args.no_leader_election:
+        settings = dataclasses.replace(settings, leader_election=False)
     log_format = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}
     if args.log_format not in log_format:
         raise ConfigurationError(f"log format {args.log_format!r} is not one of full, plain, json")
     kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
-    kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace or (),
-        standalone=True,
-        liveness_endpoint=args.liveness,
-    )
-    return 0
+    return run_replica(settings, namespaces=args.namespace or (), liveness_endpoint=args.liveness)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the operator (kopf) against the cluster in KUBECONFIG")
     run.add_argument("--namespace", action="append", help="watch only this namespace (repeatable)")
-    run.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--liveness",
+        help="also serve kopf's liveness endpoint (leader only), e.g. http://0.0.0.0:8081/healthz; "
+        "the probes of every role are on TRUSTED_ISSUER_HEALTH_PORT (/healthz, /readyz)",
+    )
+    run.add_argument(
+        "--no-leader-election",
+        action="store_true",
+        help="sign without holding the Lease (one replica only; TRUSTED_ISSUER_LEADER_ELECTION=false)",
+    )
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument(
         "--log-format",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +46,23 @@ class Settings:
     max_cached_requests: int = 2000
     #: Requests waiting in the work queue; past it, keys are refused and found again by listing.
     max_queued_requests: int = 20_000
+    # -- high availability and probes (``trusted-issuer run``; see docs/operations.md) --
+    #: Hold a coordination.k8s.io/v1 Lease before signing; off means this replica always signs.
+    leader_election: bool = True
+    #: Name of the Lease the replicas compete for.
+    lease_name: str = "trusted-issuer"
+    #: Namespace of the Lease; None means the pod's own namespace (its service account's), else default.
+    lease_namespace: str | None = None
+    #: How long a Lease holds without renewal before a standby may take it (client-go's LeaseDuration).
+    lease_duration: timedelta = timedelta(seconds=15)
+    #: The leader stops signing and publishing when it has not renewed for this long (< lease_duration).
+    renew_deadline: timedelta = timedelta(seconds=10)
+    #: How often the leader renews and a standby tries to acquire.
+    retry_period: timedelta = timedelta(seconds=2)
+    #: Port of the /healthz (liveness) and /readyz (readiness) endpoints; 0 turns them off.
+    health_port: int = 8080
+    #: How often each token profile is checked for readiness (a worker logs in and lists keys).
+    readiness_interval: timedelta = timedelta(seconds=10)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -90,6 +107,7 @@ class Settings:
                     values[name.lower()] = int(str(get(name)))
                 except ValueError:
                     raise ConfigurationError(f"{ENV_PREFIX}{name} must be a whole number") from None
+        values.update(_election_values(get))
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
@@ -110,6 +128,14 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}MAX_QUEUED_REQUESTS must be at least 1")
         if self.worker_start_method not in ("spawn", "forkserver"):
             raise ConfigurationError(f"{ENV_PREFIX}WORKER_START_METHOD must be spawn or forkserver")
+        if not timedelta(0) < self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}LEASE_RETRY_PERIOD < {ENV_PREFIX}LEASE_RENEW_DEADLINE < "
+                f"{ENV_PREFIX}LEASE_DURATION must hold (all positive): a leader must give up before "
+                "a standby may take over"
+            )
+        if self.readiness_interval <= timedelta(0):
+            raise ConfigurationError(f"{ENV_PREFIX}READINESS_INTERVAL must be positive")
 
     def pin_source(self) -> PinSource:
         """A PIN file wins over ``TRUSTED_ISSUER_PIN``: files stay out of the process environment."""
@@ -129,3 +155,30 @@ class Settings:
             token_serial=self.token_serial,
             pin=self.pin_source(),
         )
+
+
+def _election_values(get: Callable[[str], str | None]) -> dict[str, object]:
+    """The leader election and probe settings (``TRUSTED_ISSUER_LEASE_*``, ``HEALTH_PORT`` ...)."""
+    values: dict[str, object] = {}
+    election = get("LEADER_ELECTION")
+    if election is not None:
+        if election.lower() not in ("true", "false"):
+            raise ConfigurationError(f"{ENV_PREFIX}LEADER_ELECTION must be true or false")
+        values["leader_election"] = election.lower() == "true"
+    for name, field in (("LEASE_NAME", "lease_name"), ("LEASE_NAMESPACE", "lease_namespace")):
+        if get(name):
+            values[field] = get(name)
+    for name, field in (
+        ("LEASE_DURATION", "lease_duration"),
+        ("LEASE_RENEW_DEADLINE", "renew_deadline"),
+        ("LEASE_RETRY_PERIOD", "retry_period"),
+        ("READINESS_INTERVAL", "readiness_interval"),
+    ):
+        if get(name):
+            values[field] = parse_duration(str(get(name)))
+    if get("HEALTH_PORT"):
+        try:
+            values["health_port"] = int(str(get("HEALTH_PORT")))
+        except ValueError:
+            raise ConfigurationError(f"{ENV_PREFIX}HEALTH_PORT must be a port number") from None
+    return values

@@ -111,6 +111,8 @@ def test_what_each_scenario_renders() -> None:
         "ConfigMap",
         "Deployment",
         "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
@@ -129,8 +131,11 @@ def test_what_each_scenario_renders() -> None:
 def test_pod_is_locked_down(scenario: tuple[str, Rendered]) -> None:
     name, rendered = scenario
     deployment = rendered.deployment()
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
     pod = rendered.pod()
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
@@ -154,23 +159,32 @@ def test_pod_is_locked_down(scenario: tuple[str, Rendered]) -> None:
     assert host_paths == (["aesmd-socket"] if name == "sgx" else [])
 
 
-def test_probes_ask_kopfs_liveness_endpoint(scenario: tuple[str, Rendered]) -> None:
+def test_probes_ask_the_operators_own_probe_server(scenario: tuple[str, Rendered]) -> None:
     _, rendered = scenario
     container = rendered.container()
-    assert container["args"][:3] == ["run", "--liveness", "http://0.0.0.0:8080/healthz"]
+    assert container["args"][:1] == ["run"] and "--liveness" not in container["args"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"healthz": 8080, "metrics": 9402}
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}, probe
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}
 
 
 def test_environment_is_what_the_operator_accepts(scenario: tuple[str, Rendered]) -> None:
     _, rendered = scenario
-    env = {e["name"]: e["value"] for e in rendered.container()["env"]}
+    variables = rendered.container()["env"]
+    env = {e["name"]: e["value"] for e in variables if "value" in e}
     settings = Settings.from_env(env)  # raises ConfigurationError on anything the operator would refuse
     assert settings.profiles_file == Path("/etc/trusted-issuer/profiles.yaml")
     assert settings.workers == 2
     assert env["TRUSTED_ISSUER_METRICS_PORT"] == "9402"
+    assert settings.health_port == 8080
+    assert settings.leader_election is True
+    assert (settings.lease_name, settings.lease_namespace) == ("trusted-issuer", "trusted-issuer")
+    timing = (settings.lease_duration, settings.renew_deadline, settings.retry_period)
+    assert [t.total_seconds() for t in timing] == [15, 10, 2]
+    pod_name = next(e for e in variables if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 # -- PINs ---------------------------------------------------------------------------------------------
@@ -247,7 +261,8 @@ def test_no_pin_value_is_templated(scenario: tuple[str, Rendered]) -> None:
     _, rendered = scenario
     for container in rendered.containers():
         for env in container.get("env", []):
-            assert "valueFrom" not in env, f"{env['name']}: PINs are files, never env"
+            # Only the pod's own name comes from elsewhere (the downward API); no Secret reaches env.
+            assert set(env.get("valueFrom", {})) <= {"fieldRef"}, f"{env['name']}: PINs are files, never env"
             if "PIN" in env["name"].upper():
                 assert env["name"].endswith("_PIN_FILE") and env["value"].startswith("/"), env
     documents = [*rendered.objects, yaml.safe_load(rendered.config()["profiles.yaml"])]
@@ -284,6 +299,8 @@ def _pin_keys(node: Any, path: str) -> list[str]:
         ({"hsm": {"tokenStorage": {"type": "hostPath"}}}, "hsm.tokenStorage.type must be pvc or emptyDir"),
         ({"hsm": {"tokenProfiles": {"Bad_Name": {}}}}, "is not a DNS label"),
         ({"hsm": {"tokenProfiles": {"default": None}}}, "configure at least one token profile"),
+        ({"leaderElection": {"enabled": False}}, "replicaCount > 1 needs leaderElection.enabled"),
+        ({"replicaCount": 0}, "replicaCount must be at least 1"),
     ],
     ids=[
         "refuses-a-pin-in-values",
@@ -295,6 +312,8 @@ def _pin_keys(node: Any, path: str) -> list[str]:
         "unknown-token-storage",
         "profile-name-not-a-dns-label",
         "no-profile-at-all",
+        "replicas-need-leader-election",
+        "no-replica",
     ],
 )
 def test_wrong_values_fail_the_render_with_a_reason(values: dict[str, Any], message: str) -> None:
@@ -433,6 +452,58 @@ def test_metrics_service_selects_the_pod() -> None:
         {"name": "metrics", "port": 9402, "targetPort": "metrics", "protocol": "TCP"}
     ]
     assert rendered.of_kind("ServiceMonitor") == []
+
+
+def test_replicas_are_placed_by_where_the_token_lives() -> None:
+    def affinity(values: dict[str, Any]) -> dict[str, Any]:
+        return dict(render(values).pod().get("affinity") or {})
+
+    # softhsm and sgx tokens are files on one node: the replicas run there, with the token.
+    for name in ("softhsm-pvc", "sgx"):
+        term = affinity(SCENARIOS[name])["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term[0]["topologyKey"] == "kubernetes.io/hostname", name
+    # A network HSM reaches every node: spread them, so losing a node leaves a standby.
+    spread = affinity(SCENARIOS["pkcs11"])["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert spread[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    # One replica needs no placement, and updates by Recreate; a user's affinity wins.
+    assert "not the loss of the node" in render({}).notes
+    assert "not the loss of the node" not in render(SCENARIOS["pkcs11"]).notes
+    single = render({"replicaCount": 1})
+    assert "warm standbys" not in single.notes
+    assert "affinity" not in single.pod()
+    assert single.deployment()["spec"]["strategy"] == {"type": "Recreate"}
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    assert affinity({"affinity": own}) == own
+
+
+def test_a_shard_watches_its_namespaces_under_its_own_lease() -> None:
+    shard = render(
+        {"operator": {"watchNamespaces": ["team-a", "team-b"]}, "fullnameOverride": "issuer-shard-a"}
+    )
+    container = shard.container()
+    assert container["args"] == ["run", "--namespace", "team-a", "--namespace", "team-b"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TRUSTED_ISSUER_LEASE_NAME"] == "issuer-shard-a"
+
+
+def test_lease_rights_are_a_role_in_the_release_namespace_only() -> None:
+    rendered = render({})
+    role = rendered.one("Role", "trusted-issuer-leader-election")
+    assert role["metadata"]["namespace"] == "trusted-issuer"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
+    binding = rendered.one("RoleBinding", "trusted-issuer-leader-election")
+    assert binding["metadata"]["namespace"] == "trusted-issuer"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    for cluster_role in rendered.of_kind("ClusterRole"):
+        assert all("leases" not in rule["resources"] for rule in cluster_role["rules"])
+    single = render({"replicaCount": 1, "leaderElection": {"enabled": False}})
+    assert single.of_kind("Role") == []
+    env = {e["name"]: e.get("value") for e in single.container()["env"]}
+    assert env["TRUSTED_ISSUER_LEADER_ELECTION"] == "false"
 
 
 def test_pod_disruption_budget() -> None:

@@ -2,7 +2,8 @@
 
 The operator is started exactly as a person starts it (``python -m issuer run``), with a profiles file
 naming the test token, so these tests cross the same process, HTTP and PKCS#11 boundaries as a
-deployment does. Its log is kept so tests can scan it (no PIN may appear there).
+deployment does. Its log is kept so tests can scan it (no PIN may appear there). Several operators
+can run at once (the high-availability tests): each has its own log, probe port and metrics port.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from issuer.sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
@@ -26,20 +28,39 @@ from tests.operator.kube import Kube
 
 ROOT = Path(__file__).resolve().parents[2]
 OUR_CRDS = sorted((ROOT / "crds").glob("*.yaml"))
+#: Lease timing of the high-availability tests' operators, each set on its own quiet sandbox: short, so a
+#: failover is measured in seconds.
+LEASE_TIMING = {
+    "TRUSTED_ISSUER_LEASE_DURATION": "8s",
+    "TRUSTED_ISSUER_LEASE_RENEW_DEADLINE": "6s",
+    "TRUSTED_ISSUER_LEASE_RETRY_PERIOD": "1s",
+}
+#: The package operator's: client-go's defaults. Its sandbox also serves bursts of hundreds of requests
+#: on a shared 2-core machine, and a leader starved past its renew deadline exits (as it must), which
+#: would fail every later test; the price is a longer wait for the Lease after the SIGKILL test.
+SHARED_LEASE_TIMING = {
+    "TRUSTED_ISSUER_LEASE_DURATION": "15s",
+    "TRUSTED_ISSUER_LEASE_RENEW_DEADLINE": "10s",
+    "TRUSTED_ISSUER_LEASE_RETRY_PERIOD": "2s",
+}
 
 
 @dataclass
 class Operator:
-    """The operator process; ``restart()`` and ``kill()`` serve the crash tests."""
+    """One operator process; ``stop()`` (SIGTERM) and ``kill()`` (SIGKILL) serve the crash tests.
+
+    ``args`` are extra arguments of ``trusted-issuer run``; ``env`` must carry its own
+    ``TRUSTED_ISSUER_HEALTH_PORT`` and ``TRUSTED_ISSUER_METRICS_PORT`` (``operator_env`` picks them)."""
 
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()
 
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "issuer", "run"],
+            [sys.executable, "-m", "issuer", "run", *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -64,6 +85,42 @@ class Operator:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def probe(self, path: str) -> tuple[int, dict[str, object]]:
+        """Ask the operator's own probe server (``/healthz`` or ``/readyz``): status and JSON body;
+        (0, {}) while nothing answers."""
+        url = f"http://127.0.0.1:{self.env['TRUSTED_ISSUER_HEALTH_PORT']}{path}"
+        try:
+            response = requests.get(url, timeout=10)
+        except requests.RequestException:
+            return 0, {}
+        return response.status_code, response.json()
+
+
+def operator_env(kubeconfig: Path, profiles_file: Path, **extra: str) -> dict[str, str]:
+    """The environment of one operator process, with its own free probe and metrics ports."""
+    return {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "TRUSTED_ISSUER_PROFILES_FILE": str(profiles_file),
+        "TRUSTED_ISSUER_WORKERS": "2",
+        "TRUSTED_ISSUER_MAX_RETRY_DURATION": "60s",
+        "TRUSTED_ISSUER_METRICS_PORT": str(_free_port()),
+        "TRUSTED_ISSUER_HEALTH_PORT": str(_free_port()),
+        # Where TrustedClusterIssuers' import and CA Secrets live (in a pod: its own namespace).
+        "TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE": "trusted-issuer",
+        "TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL": "1s",
+        **LEASE_TIMING,
+        **extra,
+    }
+
+
+def token_profile(token_config: TokenConfig) -> dict[str, str]:
+    """A token profile for the test token (module, label and its PIN source)."""
+    token = {"module": str(token_config.module), "tokenLabel": str(token_config.token_label)}
+    if token_config.pin.file:
+        return {**token, "pinFile": str(token_config.pin.file)}
+    return {**token, "pinEnv": str(token_config.pin.env)}
+
 
 @dataclass
 class Cluster:
@@ -80,14 +137,12 @@ def cluster(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory)
     wrong_pin = workdir / "wrong.pin"
     wrong_pin.write_text("not-the-pin-4711\n")
     wrong_pin.chmod(0o600)
-    token = {"module": token_config.module, "tokenLabel": token_config.token_label}
-    pin = (
-        {"pinFile": str(token_config.pin.file)} if token_config.pin.file else {"pinEnv": token_config.pin.env}
-    )
+    dev = token_profile(token_config)
+    token = {"module": dev["module"], "tokenLabel": dev["tokenLabel"]}
     profiles = {
         "profiles": {
-            "dev": {**token, **pin},
-            "restricted": {**token, **pin, "namespaces": ["team-a"], "clusterIssuers": False},
+            "dev": dev,
+            "restricted": {**dev, "namespaces": ["team-a"], "clusterIssuers": False},
             "badpin": {**token, "pinFile": str(wrong_pin)},
         }
     }
@@ -95,18 +150,9 @@ def cluster(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory)
     profiles_file.write_text(yaml.safe_dump(profiles))
     with SandboxThread(crds=[CERTIFICATE_REQUEST_CRD, *OUR_CRDS]) as sandbox:
         kubeconfig = sandbox.write_kubeconfig(workdir / "kubeconfig")
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "TRUSTED_ISSUER_PROFILES_FILE": str(profiles_file),
-            "TRUSTED_ISSUER_WORKERS": "2",
-            "TRUSTED_ISSUER_MAX_RETRY_DURATION": "60s",
-            "TRUSTED_ISSUER_METRICS_PORT": str(_free_port()),
-            # Where TrustedClusterIssuers' import and CA Secrets live (in a pod: its own namespace).
-            "TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE": "trusted-issuer",
-            "TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL": "1s",
-        }
-        operator = Operator(env, workdir / "operator.log")
+        operator = Operator(
+            operator_env(kubeconfig, profiles_file, **SHARED_LEASE_TIMING), workdir / "operator.log"
+        )
         operator.start()
         try:
             yield Cluster(sandbox, Kube(str(sandbox.url)), operator, token_config, workdir)
