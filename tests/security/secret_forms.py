@@ -71,10 +71,19 @@ def private_key_secret(
     pem_formats = [serialization.PrivateFormat.PKCS8]
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         pem_formats.append(serialization.PrivateFormat.TraditionalOpenSSL)
+    public_der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     for private_format in pem_formats:
         pem = key.private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption())
         body = [line for line in pem.decode().splitlines() if not line.startswith("-----")]
-        forms += [line for line in body if len(line) >= MIN_FORM_LENGTH]
+        private_der = base64.b64decode("".join(body))
+        for index, line in enumerate(body):
+            # A PEM line carries 48 bytes of DER. One that holds only public parts (the public point or
+            # modulus that private key formats repeat) would also match the CA certificate: skip it.
+            covered = private_der[48 * index : 48 * (index + 1)]
+            if len(line) >= MIN_FORM_LENGTH and _holds_private_bytes(covered, public_der):
+                forms.append(line)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         scalar = key.private_numbers().private_value
         width = (key.curve.key_size + 7) // 8
@@ -90,6 +99,10 @@ def private_key_secret(
             )
         )
     return Secret(name, _distinct(forms))
+
+
+def _holds_private_bytes(chunk: bytes, public_der: bytes, window: int = 8) -> bool:
+    return any(chunk[i : i + window] not in public_der for i in range(max(1, len(chunk) - window + 1)))
 
 
 def _distinct(forms: Iterable[str]) -> tuple[str, ...]:
