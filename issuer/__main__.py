@@ -14,8 +14,9 @@ import yaml
 
 from issuer.errors import TrustedIssuerError
 from issuer.settings import Settings
+from issuer.signer import provision
 from issuer.signer.devtoken import DEFAULT_DIR, DEFAULT_LABEL, init_dev_token
-from issuer.signer.keys import Algorithm
+from issuer.signer.keys import Algorithm, public_key_fingerprint
 from issuer.signer.policy import Policy, parse_duration
 from issuer.signer.pool import SignerPool
 from issuer.signer.worker import IssuerKey
@@ -157,6 +158,55 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_provision_wrap(args: argparse.Namespace) -> int:
+    """Offline: wrap a CA private key for a token's wrapping key. Touches no token; writes only the
+    envelope (ciphertext and public data), created exclusively so nothing is overwritten."""
+    wrapping = provision.load_wrapping_public_key(_read(args.wrapping_key, "wrapping key"))
+    fingerprint = public_key_fingerprint(wrapping)
+    if args.expect_sha256 and args.expect_sha256.strip().lower() != fingerprint:
+        raise UsageError(
+            f"the wrapping key's SHA-256 is {fingerprint}, not the expected {args.expect_sha256.strip()}: "
+            "do not wrap for it"
+        )
+    password = (
+        _read(args.key_password_file, "key passphrase file").rstrip(b"\r\n")
+        if args.key_password_file
+        else None
+    )
+    key = provision.load_ca_private_key(_read(args.key, "CA key"), password)
+    envelope = provision.wrap_private_key(wrapping, key, hash_name=args.oaep_hash)
+    del key, password
+    out = Path(args.out)
+    try:
+        with out.open("xb") as handle:
+            handle.write(envelope)
+    except FileExistsError:
+        raise UsageError(f"{out} already exists: choose another --out") from None
+    except OSError as err:
+        raise UsageError(f"cannot write {out}: {err.strerror}") from None
+    parsed = provision.parse_wrapped_key(envelope)
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "wrappingKeySHA256": parsed.wrapping_key_sha256,
+                "parameter": parsed.parameter,
+                "algorithm": parsed.algorithm.value,
+                "publicKeySHA256": parsed.public_key_sha256,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_provision_fingerprint(args: argparse.Namespace) -> int:
+    """Print the SHA-256 of a wrapping public key, as status and attestation evidence spell it."""
+    wrapping = provision.load_wrapping_public_key(_read(args.wrapping_key, "wrapping key"))
+    print(public_key_fingerprint(wrapping))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -234,6 +284,32 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--policy", help="YAML/JSON file in the shape of an issuer's spec.policy")
     sign.add_argument("--ca-out", help="also write the root CA certificate (PEM) here")
     sign.set_defaults(run=cmd_sign)
+
+    prov = commands.add_parser(
+        "provision", help="bring your own CA key: wrap it offline for a token's wrapping key"
+    ).add_subparsers(dest="provision", required=True)
+    wrap = prov.add_parser(
+        "wrap",
+        help="wrap a CA private key (RSA-OAEP + AES-KWP) for the wrapping key in an issuer's status",
+    )
+    wrap.add_argument("--wrapping-key", required=True, help="the wrapping public key (PEM), from status")
+    wrap.add_argument("--key", required=True, help="the CA private key (PEM or DER, PKCS#8 or traditional)")
+    wrap.add_argument("--key-password-file", help="file holding the CA key's passphrase, if encrypted")
+    wrap.add_argument("--out", required=True, help="where to write the envelope (must not exist)")
+    wrap.add_argument(
+        "--oaep-hash",
+        choices=provision.OAEP_HASHES,
+        default=provision.DEFAULT_OAEP_HASH,
+        help="RSA-OAEP hash (default sha1: SoftHSM2 2.6.1 unwraps no other); "
+        "choose one the status lists in parameters",
+    )
+    wrap.add_argument(
+        "--expect-sha256", help="refuse unless the wrapping key has this fingerprint (from attestation)"
+    )
+    wrap.set_defaults(run=cmd_provision_wrap)
+    fingerprint = prov.add_parser("fingerprint", help="print a wrapping public key's SHA-256")
+    fingerprint.add_argument("--wrapping-key", required=True, help="the wrapping public key (PEM)")
+    fingerprint.set_defaults(run=cmd_provision_fingerprint)
     return parser
 
 

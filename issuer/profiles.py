@@ -10,6 +10,7 @@ YAML file (``TRUSTED_ISSUER_PROFILES_FILE``, mounted from a Secret or ConfigMap 
         pinFile: /var/run/trusted-issuer/pins/softhsm
         namespaces: [istio-system, default]   # optional: TrustedIssuers of these namespaces only
         clusterIssuers: true                  # optional (default true): TrustedClusterIssuers may use it
+        attestation: none                     # optional (default none): who vouches for wrapping keys
 
 Without a file, one profile named ``default`` is built from ``TRUSTED_ISSUER_PKCS11_MODULE``,
 ``TRUSTED_ISSUER_TOKEN_LABEL``/``_SERIAL`` and ``TRUSTED_ISSUER_PIN_FILE``/``TRUSTED_ISSUER_PIN``.
@@ -27,6 +28,7 @@ import yaml
 
 from issuer.errors import ConfigurationError, IssuerError
 from issuer.settings import DEFAULT_PKCS11_MODULE, Settings
+from issuer.signer.attestation import check_provider_name
 from issuer.signer.keys import PinSource, TokenConfig
 
 DEFAULT_PROFILE = "default"
@@ -39,6 +41,11 @@ class TokenProfile:
     token: TokenConfig
     namespaces: frozenset[str] | None = None
     cluster_issuers: bool = True
+
+    @property
+    def attestation(self) -> str:
+        """The attestation provider that vouches for this token's wrapping keys (``none`` by default)."""
+        return self.token.attestation
 
     def check_allowed(self, namespace: str | None) -> None:
         """Refuse an issuer of ``namespace`` (None: a cluster issuer) that this profile does not serve."""
@@ -82,6 +89,7 @@ def _profile(name: str, data: Mapping[str, Any], origin: str) -> TokenProfile:
         "pinEnv",
         "namespaces",
         "clusterIssuers",
+        "attestation",
     }
     if unknown:
         raise ConfigurationError(f"{origin}: profile {name!r} has unknown fields {sorted(unknown)}")
@@ -96,6 +104,10 @@ def _profile(name: str, data: Mapping[str, Any], origin: str) -> TokenProfile:
     else:
         raise ConfigurationError(f"{origin}: profile {name!r} needs pinFile")
     namespaces = data.get("namespaces")
+    try:
+        attestation = check_provider_name(str(data.get("attestation") or "none"))
+    except ConfigurationError as err:
+        raise ConfigurationError(f"{origin}: profile {name!r}: {err.message}") from None
     return TokenProfile(
         name=name,
         token=TokenConfig(
@@ -103,6 +115,7 @@ def _profile(name: str, data: Mapping[str, Any], origin: str) -> TokenProfile:
             token_label=str(data["tokenLabel"]) if data.get("tokenLabel") else None,
             token_serial=str(data["tokenSerial"]) if data.get("tokenSerial") else None,
             pin=pin,
+            attestation=attestation,
         ),
         namespaces=None if namespaces is None else frozenset(str(n) for n in namespaces),
         cluster_issuers=bool(data.get("clusterIssuers", True)),

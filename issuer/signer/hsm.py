@@ -27,10 +27,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from issuer.errors import ConfigurationError, IssuerError, PermanentError, RetryableError, TrustedIssuerError
-from issuer.signer.keys import Algorithm, KeyHandle, PublicKey, TokenConfig, public_key_fingerprint
+from issuer.signer.keys import (
+    WRAP_PARAMETERS,
+    Algorithm,
+    KeyHandle,
+    PublicKey,
+    TokenConfig,
+    public_key_fingerprint,
+)
+from issuer.signer.provision import WrappedKey, check_wrapped_for, oaep_hash
 
 ED25519_OID = "1.3.101.112"
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -60,6 +69,59 @@ PUBLIC_KEY_TEMPLATE: dict[Attribute, Any] = {
     Attribute.DERIVE: False,
     Attribute.MODIFIABLE: False,
 }
+
+# A wrapping key's private half opens wrapped CA keys and does nothing else: it cannot decrypt (so it is
+# no oracle for arbitrary RSA ciphertexts) nor sign, and it never leaves the token.
+WRAPPING_PRIVATE_TEMPLATE: dict[Attribute, Any] = {
+    **PRIVATE_KEY_TEMPLATE,
+    Attribute.SIGN: False,
+    Attribute.UNWRAP: True,
+}
+WRAPPING_PUBLIC_TEMPLATE: dict[Attribute, Any] = {**PUBLIC_KEY_TEMPLATE, Attribute.VERIFY: False}
+WRAPPING_KEY_BITS = 3072
+# The AES key that the wrapping key opens lives only in the session, and can only unwrap the CA key.
+_TRANSPORT_KEY_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: False,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.UNWRAP: True,
+    Attribute.WRAP: False,
+    Attribute.ENCRYPT: False,
+    Attribute.DECRYPT: False,
+    Attribute.SIGN: False,
+    Attribute.VERIFY: False,
+    Attribute.DERIVE: False,
+}
+# C_UnwrapKey of a private key: the generated CA key's template, without the public-key capabilities
+# python-pkcs11 adds to every unwrap template (a private key object has no CKA_ENCRYPT/VERIFY/WRAP, and
+# SoftHSM2 answers CKR_ATTRIBUTE_TYPE_INVALID to them). DEFAULT makes python-pkcs11 leave them out.
+_UNWRAPPED_KEY_TEMPLATE: dict[Attribute, Any] = {
+    **PRIVATE_KEY_TEMPLATE,
+    Attribute.ENCRYPT: DEFAULT,
+    Attribute.VERIFY: DEFAULT,
+    Attribute.WRAP: DEFAULT,
+}
+_OAEP_PARAMETERS: dict[str, tuple[Mechanism, Any, None]] = {
+    "sha1": (Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
+    "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256, None),
+}
+# What a token answers when it will not do RSA-OAEP with these parameters (SoftHSM2 2.6.1 with SHA-256:
+# CKR_ARGUMENTS_BAD, measured).
+_PARAMETER_REFUSALS = (p11err.ArgumentsBad, p11err.MechanismParamInvalid, p11err.MechanismInvalid)
+# What a token answers when the ciphertext does not decrypt (a corrupt or foreign blob). SoftHSM2 2.6.1
+# answers CKR_GENERAL_ERROR both to an OAEP block that does not decode and to an AES-KWP blob whose
+# integrity check fails (measured), so inside C_UnwrapKey that code means a bad blob, not a bad token.
+_BAD_CIPHERTEXT = (
+    p11err.GeneralError,
+    p11err.EncryptedDataInvalid,
+    p11err.EncryptedDataLenRange,
+    p11err.WrappedKeyInvalid,
+    p11err.WrappedKeyLenRange,
+    p11err.DataInvalid,
+    p11err.DataLenRange,
+    p11err.FunctionFailed,
+)
 
 # Mapping of python-pkcs11's one-class-per-CKR exceptions to our vocabulary. The classification is ours:
 # a broken PIN, token, key or mechanism is the issuer's fault and waits for a person; a lost session or
@@ -277,11 +339,7 @@ class TokenSession:
         The CKA_ID is 16 random bytes, so two keys never share an id even under one label; a label that
         is already taken is refused so that a label always names one key.
         """
-        _check_label(key_label)
-        with token_errors(f"looking up key label {key_label!r}"):
-            taken = list(self._session.get_objects({Attribute.LABEL: key_label}))
-        if taken:
-            raise PermanentError(f"{self.config.describe()} already holds a key labelled {key_label!r}")
+        self._refuse_taken(key_label)
         key_id = secrets.token_bytes(16)
         common = {Attribute.LABEL: key_label, Attribute.ID: key_id}
         private = {**PRIVATE_KEY_TEMPLATE, **common}
@@ -395,6 +453,297 @@ class TokenSession:
             ):
                 obj.destroy()
         self._keys.pop((handle.key_id, handle.key_label), None)
+
+    # -- wrapping keys and imported CA keys ---------------------------------------------------------
+
+    def _refuse_taken(self, key_label: str) -> None:
+        _check_label(key_label)
+        with token_errors(f"looking up key label {key_label!r}"):
+            taken = list(self._session.get_objects({Attribute.LABEL: key_label}))
+        if taken:
+            raise PermanentError(f"{self.config.describe()} already holds a key labelled {key_label!r}")
+
+    def generate_wrapping_key(self, key_label: str) -> tuple[KeyHandle, bytes, tuple[str, ...]]:
+        """Generate an RSA-3072 wrapping key pair whose private half can only unwrap (never decrypt, sign
+        or leave the token), persistent under ``key_label``.
+
+        Returns its handle, the DER SubjectPublicKeyInfo, and the wrap parameters this token was just
+        seen to accept (each is tried with a throw-away session key).
+        """
+        self._refuse_taken(key_label)
+        key_id = secrets.token_bytes(16)
+        common = {Attribute.LABEL: key_label, Attribute.ID: key_id}
+        public_template = {
+            **WRAPPING_PUBLIC_TEMPLATE,
+            **common,
+            Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01",
+        }
+        with token_errors(f"generating a wrapping key in {self.config.describe()}"):
+            pub, priv = self._session.generate_keypair(
+                KeyType.RSA,
+                WRAPPING_KEY_BITS,
+                mechanism=Mechanism.RSA_PKCS_KEY_PAIR_GEN,
+                public_template=public_template,
+                private_template={**WRAPPING_PRIVATE_TEMPLATE, **common},
+                store=True,
+            )
+        return self._wrapping_key(pub, priv, key_label, key_id)
+
+    def find_wrapping_key(self, key_label: str) -> tuple[KeyHandle, bytes, tuple[str, ...]]:
+        """The wrapping key labelled ``key_label`` (as :meth:`generate_wrapping_key` returns it);
+        ``IssuerError(reason="KeyNotFound")`` when there is none."""
+        where = f"finding wrapping key {key_label!r}"
+        with token_errors(where):
+            priv = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
+            key_id = bytes(priv[Attribute.ID])
+            pub = self._session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key_id, label=key_label)
+        return self._wrapping_key(pub, priv, key_label, key_id)
+
+    def _wrapping_key(
+        self, pub: Any, priv: Any, key_label: str, key_id: bytes
+    ) -> tuple[KeyHandle, bytes, tuple[str, ...]]:
+        _check_wrapping_attributes(priv, key_label)
+        public = _public_key(pub, Algorithm.RSA_3072)
+        assert isinstance(public, rsa.RSAPublicKey)
+        handle = KeyHandle(
+            token_label=self.token_label,
+            token_serial=self.token_serial,
+            key_label=key_label,
+            key_id=key_id.hex(),
+            algorithm=Algorithm.RSA_3072,
+            public_key_sha256=public_key_fingerprint(public),
+        )
+        spki = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        accepted = tuple(
+            WRAP_PARAMETERS[name] for name in WRAP_PARAMETERS if self._accepts_oaep(priv, public, name)
+        )
+        return handle, spki, accepted
+
+    def _accepts_oaep(self, priv: Any, public: rsa.RSAPublicKey, hash_name: str) -> bool:
+        """Does the token unwrap an RSA-OAEP(``hash_name``) AES key? Measured with a random session key
+        wrapped here in software, so the answer is this token's, not a table's."""
+        digest = oaep_hash(hash_name)
+        probe = public.encrypt(
+            secrets.token_bytes(32), padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
+        )
+        with token_errors(f"trying RSA-OAEP with {hash_name} in {self.config.describe()}"):
+            try:
+                transport = self._unwrap_transport_key(priv, probe, hash_name)
+            except _PARAMETER_REFUSALS:
+                return False
+            transport.destroy()
+        return True
+
+    def _unwrap_transport_key(self, priv: Any, wrapped: bytes, hash_name: str) -> Any:
+        return priv.unwrap_key(
+            ObjectClass.SECRET_KEY,
+            KeyType.AES,
+            wrapped,
+            mechanism=Mechanism.RSA_PKCS_OAEP,
+            mechanism_param=_OAEP_PARAMETERS[hash_name],
+            template=_TRANSPORT_KEY_TEMPLATE,
+        )
+
+    def _wrapping_private(self, handle: KeyHandle) -> Any:
+        """The wrapping private key a handle names, after checking its public half's fingerprint."""
+        self._check_token(handle)
+        where = f"finding wrapping key {handle.key_label!r} (id {handle.key_id})"
+        try:
+            key_id = bytes.fromhex(handle.key_id)
+        except ValueError:
+            raise IssuerError(f"{where}: the recorded key id is not hex", "KeyHandleInvalid") from None
+        with token_errors(where):
+            priv = self._session.get_key(
+                object_class=ObjectClass.PRIVATE_KEY, id=key_id, label=handle.key_label
+            )
+            pub = self._session.get_key(
+                object_class=ObjectClass.PUBLIC_KEY, id=key_id, label=handle.key_label
+            )
+        _check_wrapping_attributes(priv, handle.key_label)
+        if public_key_fingerprint(_public_key(pub, Algorithm.RSA_3072)) != handle.public_key_sha256:
+            raise IssuerError(
+                f"{where}: the token's public key does not match the recorded fingerprint", "KeyMismatch"
+            )
+        return priv
+
+    def unwrap_key(self, wrapping: KeyHandle, wrapped: WrappedKey, key_label: str) -> KeyHandle:
+        """Unwrap a CA key into the token under ``key_label``: sensitive, never extractable, sign-only,
+        uncopyable (and unmodifiable where the token accepts that at unwrap), with a public key object
+        beside it, proven by a signature before it is returned. The transport AES key is a session
+        object, destroyed before this returns; on any failure nothing of the import is left behind.
+
+        Idempotent: when ``key_label`` already holds this very key (an earlier call imported it and its
+        caller died before recording the handle), that key's handle is returned; any other key under
+        the label is refused.
+        """
+        check_wrapped_for(wrapped, wrapping.public_key_sha256)
+        done = self._already_imported(wrapped, key_label)
+        if done is not None:
+            return done
+        self._refuse_taken(key_label)
+        priv_wrapping = self._wrapping_private(wrapping)
+        where = f"unwrapping the CA key for {key_label!r} in {self.config.describe()}"
+        with token_errors(where):
+            try:
+                transport = self._unwrap_transport_key(
+                    priv_wrapping, wrapped.wrapped_aes_key, wrapped.oaep_hash
+                )
+            except _PARAMETER_REFUSALS:
+                raise IssuerError(
+                    f"{where}: the token refuses {wrapped.parameter}; wrap the key again with "
+                    f"--oaep-hash {'sha1' if wrapped.oaep_hash == 'sha256' else 'sha256'}",
+                    "WrapParameterNotSupported",
+                ) from None
+            except _BAD_CIPHERTEXT:
+                raise IssuerError(
+                    f"{where}: the token cannot decrypt the wrapped AES key (corrupt blob, or wrapped for "
+                    "another key)",
+                    "WrappedKeyInvalid",
+                ) from None
+        key_id = secrets.token_bytes(16)
+        try:
+            priv = self._unwrap_private(transport, wrapped, key_label, key_id, where)
+        finally:
+            with token_errors("destroying the session transport key"):
+                transport.destroy()
+        try:
+            return self._adopt_unwrapped(priv, wrapped, key_label, key_id, where)
+        except BaseException:
+            with contextlib.suppress(p11err.PKCS11Error):
+                for obj in list(
+                    self._session.get_objects({Attribute.ID: key_id, Attribute.LABEL: key_label})
+                ):
+                    obj.destroy()
+            raise
+
+    def _already_imported(self, wrapped: WrappedKey, key_label: str) -> KeyHandle | None:
+        """The handle of this very key if an earlier call imported it under ``key_label`` (the caller
+        crashed before recording it): same public key, proven by a signature. Anything else under the
+        label is left to :meth:`_refuse_taken`."""
+        with token_errors(f"looking up key label {key_label!r}"):
+            found = list(
+                self._session.get_objects(
+                    {Attribute.LABEL: key_label, Attribute.CLASS: ObjectClass.PRIVATE_KEY}
+                )
+            )
+        if len(found) != 1:
+            return None
+        try:
+            handle = self._describe(found[0]).handle
+        except TrustedIssuerError:
+            return None
+        if handle.public_key_sha256 != wrapped.public_key_sha256:
+            return None
+        self.signing_key(handle)
+        return handle
+
+    def _unwrap_private(
+        self, transport: Any, wrapped: WrappedKey, key_label: str, key_id: bytes, where: str
+    ) -> Any:
+        key_type = KeyType.RSA if wrapped.algorithm.family == "rsa" else KeyType.EC
+        template = {**_UNWRAPPED_KEY_TEMPLATE, Attribute.LABEL: key_label, Attribute.ID: key_id}
+        with token_errors(where):
+            try:
+                try:
+                    return transport.unwrap_key(
+                        ObjectClass.PRIVATE_KEY,
+                        key_type,
+                        wrapped.wrapped_private_key,
+                        mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                        template=template,
+                    )
+                except p11err.AttributeReadOnly:
+                    # SoftHSM2 2.6.1 refuses CKA_MODIFIABLE=false in C_UnwrapKey (measured); the key is
+                    # still sign-only, sensitive, non-extractable and uncopyable.
+                    del template[Attribute.MODIFIABLE]
+                    return transport.unwrap_key(
+                        ObjectClass.PRIVATE_KEY,
+                        key_type,
+                        wrapped.wrapped_private_key,
+                        mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                        template=template,
+                    )
+            except _BAD_CIPHERTEXT:
+                raise IssuerError(
+                    f"{where}: the token cannot unwrap the CA key (the blob is corrupt or truncated)",
+                    "WrappedKeyInvalid",
+                ) from None
+            except (p11err.KeyTypeInconsistent, p11err.TemplateInconsistent, p11err.AttributeValueInvalid):
+                raise IssuerError(
+                    f"{where}: the unwrapped key is not the {wrapped.algorithm.value} key the blob names",
+                    "WrappedKeyInvalid",
+                ) from None
+
+    def _adopt_unwrapped(
+        self, priv: Any, wrapped: WrappedKey, key_label: str, key_id: bytes, where: str
+    ) -> KeyHandle:
+        """Check the unwrapped key against the envelope's public key, prove it signs, and create its
+        public key object from the envelope (a token need not expose an EC private key's point)."""
+        public = wrapped.public_key()
+        mismatch = IssuerError(
+            f"{where}: the unwrapped private key does not match the public key in the blob",
+            "WrappedKeyInvalid",
+        )
+        with token_errors(where):
+            if isinstance(public, rsa.RSAPublicKey):
+                numbers = public.public_numbers()
+                if (
+                    int.from_bytes(bytes(priv[Attribute.MODULUS])) != numbers.n
+                    or int.from_bytes(bytes(priv[Attribute.PUBLIC_EXPONENT])) != numbers.e
+                ):
+                    raise mismatch
+                material: dict[Attribute, Any] = {
+                    Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8),
+                    Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8),
+                }
+            else:
+                assert isinstance(public, ec.EllipticCurvePublicKey)
+                params = encode_named_curve_parameters(public.curve.name)
+                if bytes(priv[Attribute.EC_PARAMS]) != params:
+                    raise mismatch
+                point = public.public_bytes(
+                    serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+                )
+                material = {Attribute.EC_PARAMS: params, Attribute.EC_POINT: OctetString(point).dump()}
+        handle = KeyHandle(
+            token_label=self.token_label,
+            token_serial=self.token_serial,
+            key_label=key_label,
+            key_id=key_id.hex(),
+            algorithm=wrapped.algorithm,
+            public_key_sha256=public_key_fingerprint(public),
+        )
+        key = SigningKey(handle, public, priv)
+        try:
+            _prove_possession(key)
+        except IssuerError:
+            raise mismatch from None
+        with token_errors(f"{where}: creating the public key object"):
+            self._session.create_object(
+                {
+                    **PUBLIC_KEY_TEMPLATE,
+                    Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                    Attribute.KEY_TYPE: KeyType.RSA if wrapped.algorithm.family == "rsa" else KeyType.EC,
+                    Attribute.LABEL: key_label,
+                    Attribute.ID: key_id,
+                    **material,
+                }
+            )
+        self._keys[(handle.key_id, handle.key_label)] = key
+        return handle
+
+    def destroy_wrapping_key(self, handle: KeyHandle) -> None:
+        """Destroy both halves of a wrapping key (after its import, or when an import is abandoned)."""
+        self._wrapping_private(handle)
+        with token_errors(f"destroying wrapping key {handle.key_label!r}"):
+            for obj in list(
+                self._session.get_objects(
+                    {Attribute.ID: bytes.fromhex(handle.key_id), Attribute.LABEL: handle.key_label}
+                )
+            ):
+                obj.destroy()
 
     # -- inspection (tests and `hsm keys`) -----------------------------------------------------------
 
@@ -555,6 +904,25 @@ def _public_key(pub: Any, algorithm: Algorithm) -> PublicKey:
     if Algorithm.of_public_key(key) is not algorithm:
         raise IssuerError(f"{where}: the token holds a different kind of key", "KeyMismatch")
     return key
+
+
+def _check_wrapping_attributes(priv: Any, key_label: str) -> None:
+    """A wrapping key must unwrap and do nothing else; any other key under the label is not ours."""
+    with token_errors(f"reading the attributes of wrapping key {key_label!r}"):
+        flags = {
+            a: bool(priv[a])
+            for a in (Attribute.UNWRAP, Attribute.SIGN, Attribute.DECRYPT, Attribute.EXTRACTABLE)
+        }
+    if (
+        not flags[Attribute.UNWRAP]
+        or flags[Attribute.SIGN]
+        or flags[Attribute.DECRYPT]
+        or flags[Attribute.EXTRACTABLE]
+    ):
+        raise IssuerError(
+            f"the key labelled {key_label!r} is not an unwrap-only, non-extractable wrapping key",
+            "KeyMismatch",
+        )
 
 
 def _prove_possession(key: SigningKey) -> None:

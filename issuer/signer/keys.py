@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from issuer.errors import ConfigurationError, IssuerError
+from issuer.signer.attestation import Evidence
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
@@ -154,9 +155,52 @@ class TokenConfig:
     token_label: str | None = None
     token_serial: str | None = None
     pin: PinSource = PinSource()
+    #: The attestation provider (``issuer.signer.attestation``) that vouches for this token's wrapping keys.
+    attestation: str = "none"
 
     def describe(self) -> str:
         """A short, secret-free name of the token for messages."""
         if self.token_label:
             return f"token {self.token_label!r}"
         return f"token with serial {self.token_serial!r}"
+
+
+#: The wrap constructions a wrapping key can accept: RSA-OAEP (hash) of a fresh AES-256 key, then the CA
+#: key's PKCS#8 under AES key wrap with padding (RFC 5649). Which of them a token accepts is measured.
+WRAP_PARAMETERS = {"sha1": "RSA-OAEP-SHA1+AES-KWP-256", "sha256": "RSA-OAEP-SHA256+AES-KWP-256"}
+
+
+@dataclass(frozen=True)
+class WrappingKey:
+    """A one-time RSA-3072 key pair in the token whose private half can only unwrap, and what an
+    administrator needs to wrap a CA key for it: the public key, its fingerprint, the accepted wrap
+    parameters, and the attestation evidence. Public data only: safe for status and logs."""
+
+    handle: KeyHandle
+    public_pem: str
+    sha256: str  # the same fingerprint as handle.public_key_sha256
+    parameters: tuple[str, ...]
+    evidence: Evidence
+
+    def to_status(self) -> dict[str, Any]:
+        """The camelCase shape recorded in an issuer's status while it waits for a wrapped key."""
+        return {
+            "keyHandle": self.handle.to_status(),
+            "publicKeyPEM": self.public_pem,
+            "publicKeySHA256": self.sha256,
+            "parameters": list(self.parameters),
+            "attestation": self.evidence.to_status(),
+        }
+
+    @classmethod
+    def from_status(cls, data: dict[str, Any]) -> WrappingKey:
+        try:
+            return cls(
+                handle=KeyHandle.from_status(data["keyHandle"]),
+                public_pem=str(data["publicKeyPEM"]),
+                sha256=str(data["publicKeySHA256"]).lower(),
+                parameters=tuple(str(p) for p in data.get("parameters", ())),
+                evidence=Evidence.from_status(data["attestation"]),
+            )
+        except (KeyError, TypeError) as missing:
+            raise IssuerError(f"recorded wrapping key lacks {missing}", "KeyHandleInvalid") from None

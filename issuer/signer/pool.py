@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeVar
 
 from issuer.errors import RetryableError
 from issuer.signer import worker
-from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig
+from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig, WrappingKey
 from issuer.signer.worker import IssuerKey as IssuerKey  # re-exported: the pool is the signer surface
 from issuer.signer.x509 import PEMBundle, SigningRequest, utcnow
 
@@ -469,3 +469,54 @@ class SignerPool:
 
     async def adestroy_key(self, token: TokenConfig, key: KeyHandle) -> None:
         await self.acall(worker.destroy_key, token, key)
+
+    # -- provisioned CA keys (issue 8): wrapped import and intermediate CAs -------------------------
+
+    def generate_wrapping_key(self, token: TokenConfig, key_label: str) -> WrappingKey:
+        """An RSA-3072 unwrap-only key pair in the token, with its public key, fingerprint, the wrap
+        parameters the token accepts, and the token profile's attestation evidence."""
+        return self.call(worker.generate_wrapping_key, token, key_label)
+
+    async def agenerate_wrapping_key(self, token: TokenConfig, key_label: str) -> WrappingKey:
+        return await self.acall(worker.generate_wrapping_key, token, key_label)
+
+    def find_wrapping_key(self, token: TokenConfig, key_label: str) -> WrappingKey:
+        """The wrapping key under ``key_label``; ``IssuerError(reason="KeyNotFound")`` if absent."""
+        return self.call(worker.find_wrapping_key, token, key_label)
+
+    async def afind_wrapping_key(self, token: TokenConfig, key_label: str) -> WrappingKey:
+        return await self.acall(worker.find_wrapping_key, token, key_label)
+
+    def unwrap_key(
+        self, token: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_label: str
+    ) -> KeyHandle:
+        """Import a ``trusted-issuer provision wrap`` envelope as a sign-only, non-extractable CA key.
+
+        Raises ``IssuerError`` with reason ``WrappedForAnotherKey``, ``WrappedKeyInvalid``,
+        ``UnsupportedKeyType`` or ``WrapParameterNotSupported``, each naming what to do.
+        """
+        return self.call(worker.unwrap_key, token, wrapping, wrapped, key_label)
+
+    async def aunwrap_key(
+        self, token: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_label: str
+    ) -> KeyHandle:
+        return await self.acall(worker.unwrap_key, token, wrapping, wrapped, key_label)
+
+    def destroy_wrapping_key(self, token: TokenConfig, wrapping: KeyHandle) -> None:
+        """Destroy a wrapping key (both halves), after its import or when an import is abandoned."""
+        self.call(worker.destroy_wrapping_key, token, wrapping)
+
+    async def adestroy_wrapping_key(self, token: TokenConfig, wrapping: KeyHandle) -> None:
+        await self.acall(worker.destroy_wrapping_key, token, wrapping)
+
+    def create_ca_csr(
+        self, token: TokenConfig, key: KeyHandle, subject: str, *, path_length: int | None, rsa_pss: bool
+    ) -> str:
+        """A PEM CSR for ``key`` signed in the token, requesting CA:true (``path_length``) and
+        keyCertSign+cRLSign: what an external CA signs to make this issuer its intermediate."""
+        return self.call(worker.create_ca_csr, token, key, subject, path_length, rsa_pss)
+
+    async def acreate_ca_csr(
+        self, token: TokenConfig, key: KeyHandle, subject: str, *, path_length: int | None, rsa_pss: bool
+    ) -> str:
+        return await self.acall(worker.create_ca_csr, token, key, subject, path_length, rsa_pss)

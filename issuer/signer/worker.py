@@ -19,15 +19,17 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives import serialization
 
 from issuer.errors import RetryableError
-from issuer.signer import hsm
-from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig
+from issuer.signer import attestation, hsm
+from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig, WrappingKey
 from issuer.signer.policy import Policy
+from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
 from issuer.signer.token_keys import TokenPrivateKey, token_private_key
 from issuer.signer.x509 import (
     CAChain,
     PEMBundle,
     SigningRequest,
     build_ca_certificate,
+    build_ca_csr,
     check_ca_usable,
     check_csr,
     issue_checked_certificate,
@@ -203,6 +205,61 @@ def create_self_signed_ca(
         return cert.public_bytes(serialization.Encoding.PEM)
 
     return _on_token(config, run)
+
+
+def create_ca_csr(
+    config: TokenConfig,
+    handle: KeyHandle,
+    subject: str,
+    path_length: int | None = None,
+    rsa_pss: bool = False,
+) -> str:
+    """A CA CSR (PEM) for a token key, signed in the token."""
+    name = parse_subject(subject)
+
+    def run(_: hsm.TokenSession) -> str:
+        key = _private_key(config, handle)
+        csr = build_ca_csr(key, name, path_length=path_length, rsa_pss=rsa_pss)
+        return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+    return _on_token(config, run)
+
+
+def _wrapping_key(config: TokenConfig, found: tuple[KeyHandle, bytes, tuple[str, ...]]) -> WrappingKey:
+    handle, spki, parameters = found
+    public_pem = serialization.load_der_public_key(spki).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # The provider runs here, next to the token: an enclave's quote must come from inside the enclave.
+    evidence = attestation.provider(config.attestation).evidence(spki, handle.public_key_sha256)
+    return WrappingKey(
+        handle=handle,
+        public_pem=public_pem.decode(),
+        sha256=handle.public_key_sha256,
+        parameters=parameters,
+        evidence=evidence,
+    )
+
+
+def generate_wrapping_key(config: TokenConfig, key_label: str) -> WrappingKey:
+    attestation.check_provider_name(config.attestation)  # before a key is made that nobody can vouch for
+    return _wrapping_key(config, _on_token(config, lambda s: s.generate_wrapping_key(key_label)))
+
+
+def find_wrapping_key(config: TokenConfig, key_label: str) -> WrappingKey:
+    return _wrapping_key(config, _on_token(config, lambda s: s.find_wrapping_key(key_label)))
+
+
+def unwrap_key(config: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_label: str) -> KeyHandle:
+    """Import a ``provision wrap`` envelope; a malformed or foreign envelope is refused before the token
+    is touched."""
+    envelope = parse_wrapped_key(wrapped)
+    check_wrapped_for(envelope, wrapping.public_key_sha256)
+    return _on_token(config, lambda s: s.unwrap_key(wrapping, envelope, key_label))
+
+
+def destroy_wrapping_key(config: TokenConfig, wrapping: KeyHandle) -> None:
+    _on_token(config, lambda s: s.destroy_wrapping_key(wrapping))
 
 
 def list_keys(config: TokenConfig) -> list[hsm.KeyReport]:

@@ -379,6 +379,33 @@ def build_ca_certificate(
     return _sign(builder, key, rsa_pss)
 
 
+def build_ca_csr(
+    key: CAPrivateKey,
+    subject: x509.Name,
+    *,
+    path_length: int | None = None,
+    rsa_pss: bool = False,
+) -> x509.CertificateSigningRequest:
+    """A CSR for ``key`` asking to be a CA: CA:true (critical, ``path_length``), keyCertSign+cRLSign
+    (critical) and the SKI, signed by ``key`` (in the token)."""
+    public_key = key.public_key()
+    builder = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(key_usage_extension(frozenset({"key_cert_sign", "crl_sign"})), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return builder.sign(key, None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return builder.sign(key, hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256())
+    if rsa_pss:
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+        return builder.sign(key, hashes.SHA256(), rsa_padding=pss)
+    return builder.sign(key, hashes.SHA256())
+
+
 def check_ca_usable(ca: CAChain, key_fingerprint: str, now: datetime) -> None:
     """The issuing CA certificate must belong to the token key, be a CA, and be valid now."""
     cert = ca.issuer
