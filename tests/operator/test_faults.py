@@ -80,7 +80,9 @@ def isolated_cluster(workdir: Path, **env: str) -> Iterator[tuple[Cluster, DevTo
         }
         operator = Operator(full_env, workdir / "operator.log")
         operator.start()
-        config = TokenConfig(DEFAULT_PKCS11_MODULE, token.label, PinSource(file=token.pin_file))
+        config = TokenConfig(
+            module=DEFAULT_PKCS11_MODULE, token_label=token.label, pin=PinSource(file=token.pin_file)
+        )
         try:
             yield Cluster(sandbox, Kube(str(sandbox.url)), operator, config, workdir), token
         finally:

@@ -122,7 +122,9 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
             env.pop(name, None)
         operator = VerboseOperator(env, workdir / "operator.log")
         operator.start()
-        config = TokenConfig(DEFAULT_PKCS11_MODULE, token.label, PinSource(file=token.pin_file))
+        config = TokenConfig(
+            module=DEFAULT_PKCS11_MODULE, token_label=token.label, pin=PinSource(file=token.pin_file)
+        )
         cluster = Cluster(sandbox, Kube(str(sandbox.url)), operator, config, workdir)
         try:
             yield SecureCluster(cluster, token, user_pin, so_pin, wrong_pin, scanner)
