@@ -34,7 +34,13 @@ from issuer.controller.kinds import (
 )
 from issuer.controller.kubeapi import Conflict, NotFound
 from issuer.controller.runtime import RequestKey, Runtime
-from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
+from issuer.errors import (
+    ConfigurationError,
+    IssuerError,
+    PendingError,
+    PermanentError,
+    TrustedIssuerError,
+)
 from issuer.signer.x509 import PEMBundle
 
 log = logging.getLogger("trusted-issuer.requests")
@@ -51,6 +57,8 @@ logging.getLogger("kopf.objects").addFilter(_not_an_observer_success)
 
 MAX_BACKOFF = 60.0
 PUBLISH_ATTEMPTS = 5
+#: Reasons of passing signer faults that mean the token itself is unreachable.
+TOKEN_FAULTS = frozenset({"TokenUnavailable"})
 
 
 def _key(kind: RequestKind, body: Mapping[str, Any]) -> RequestKey:
@@ -224,7 +232,10 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
     except PermanentError as err:
         await _fail(runtime, kind, key, body, err.message, now)
         return
-    except (IssuerError, PendingError) as err:
+    except TrustedIssuerError as err:
+        if not _issuer_cannot_sign(err):
+            await _retry_or_fail(runtime, kind, key, body, err.message, now)
+            return
         # The issuer is broken, not the request: wait without a retry limit, and let the issuer's own
         # checks report it.
         issuer.ready = False
@@ -232,9 +243,6 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         runtime.issuers.wait_for(ref, key)
         await _pending(runtime, kind, key, body, f"{describe(ref)} cannot sign: {err.message}", now)
         _retry_later(runtime, key)
-        return
-    except TrustedIssuerError as err:
-        await _retry_or_fail(runtime, kind, key, body, err.message, now)
         return
 
     record = audit.Issuance.of(
@@ -348,6 +356,14 @@ async def _retry_or_fail(
         return
     _tell(body, "Warning", "Retrying", message)
     _retry_later(runtime, key)
+
+
+def _issuer_cannot_sign(err: TrustedIssuerError) -> bool:
+    """Whether a signing failure is the issuer's (its token or module gone, its PIN refused), so the
+    request waits for the issuer without a deadline. A token that went away shows up as a passing
+    fault (TokenUnavailable) or, when the module cannot even start, as a ConfigurationError; both
+    are found by the tests in tests/operator/test_faults.py to outlast any request's retry deadline."""
+    return isinstance(err, IssuerError | PendingError | ConfigurationError) or err.reason in TOKEN_FAULTS
 
 
 def _created(meta: Mapping[str, Any], fallback: datetime) -> datetime:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -364,8 +365,21 @@ def _check_dns_name(name: str, *, what: str, allow_wildcard: bool = True) -> Non
     for index, label in enumerate(labels):
         if label == "*" and index == 0 and allow_wildcard and len(labels) > 1:
             continue
-        if not _DNS_LABEL.match(label):
+        if not _DNS_LABEL.match(label) or (label.startswith("xn--") and not _is_a_label(label)):
             raise PermanentError(f"{what} {name!r} is not a valid DNS name")
+
+
+def _is_a_label(label: str) -> bool:
+    """Whether an ``xn--`` label is the punycode of a real U-label: it decodes, the result has a
+    non-ASCII character and no control characters, and it encodes back to the same label. Invalid
+    punycode would otherwise pass the LDH check and reach clients that decode it differently."""
+    try:
+        decoded = label[4:].encode("ascii").decode("punycode")
+    except (UnicodeError, ValueError):
+        return False
+    if decoded.isascii() or any(unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in decoded):
+        return False
+    return "xn--" + decoded.encode("punycode").decode("ascii") == label
 
 
 def check_dns_name(name: str) -> None:

@@ -35,6 +35,9 @@ from issuer.signer.policy import (
 MAX_CSR_BYTES = 64 * 1024
 MAX_SANS = 500
 MAX_SUBJECT_ATTRIBUTES = 32
+#: RFC 5280's ub-common-name; other attribute values get a looser bound (its largest, for addresses).
+MAX_COMMON_NAME = 64
+MAX_ATTRIBUTE_VALUE = 256
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
 LEAF_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
@@ -191,7 +194,11 @@ def check_csr(pem: bytes) -> CheckedCSR:
         raise PermanentError(f"CSR signature cannot be checked: {_short(err)}") from None
     if not valid:
         raise PermanentError("CSR signature does not verify with its own public key")
-    _check_subject(csr.subject)
+    try:
+        subject = csr.subject
+    except ValueError as err:  # e.g. a UTF8String that is not UTF-8
+        raise PermanentError(f"CSR subject cannot be parsed: {_short(err)}") from None
+    _check_subject(subject)
     _extensions(csr)  # surfaces malformed or duplicate extensions as a clear error now
     return CheckedCSR(csr, public_key)  # type: ignore[arg-type]  # _check_leaf_key narrowed it
 
@@ -228,6 +235,14 @@ def _check_subject(subject: x509.Name) -> None:
         value = attribute.value
         if isinstance(value, str) and "\x00" in value:
             raise PermanentError("CSR subject has a NUL character")
+        limit = MAX_COMMON_NAME if attribute.oid == x509.NameOID.COMMON_NAME else MAX_ATTRIBUTE_VALUE
+        if len(value) > limit:
+            what = (
+                "common name"
+                if limit == MAX_COMMON_NAME
+                else f"subject attribute {attribute.oid.dotted_string}"
+            )
+            raise PermanentError(f"CSR {what} has {len(value)} characters; at most {limit} are allowed")
 
 
 def _extensions(csr: x509.CertificateSigningRequest) -> x509.Extensions:
