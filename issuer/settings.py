@@ -36,6 +36,8 @@ class Settings:
     concurrency: int = 64
     #: Port of the Prometheus /metrics endpoint; 0 turns it off.
     metrics_port: int = 9402
+    #: How often a Ready or broken issuer is checked again (token reachable, key present, CA renewal due).
+    issuer_recheck_interval: float = 60.0
     #: How often an issuer waiting for an administrator (a wrapped key, a CA certificate) looks again.
     provisioning_recheck_interval: float = 5.0
     #: Where a TrustedClusterIssuer's Secrets live (imports, CA certificates); None: the pod's namespace.
@@ -96,6 +98,10 @@ class Settings:
                 values["metrics_port"] = int(str(get("METRICS_PORT")))
             except ValueError:
                 raise ConfigurationError(f"{ENV_PREFIX}METRICS_PORT must be a port number") from None
+        if get("ISSUER_RECHECK_INTERVAL"):
+            values["issuer_recheck_interval"] = parse_duration(
+                str(get("ISSUER_RECHECK_INTERVAL"))
+            ).total_seconds()
         if get("PROVISIONING_RECHECK_INTERVAL"):
             values["provisioning_recheck_interval"] = parse_duration(
                 str(get("PROVISIONING_RECHECK_INTERVAL"))
@@ -118,6 +124,8 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}WORKERS must be at least 1")
         if self.concurrency < 1:
             raise ConfigurationError(f"{ENV_PREFIX}CONCURRENCY must be at least 1")
+        if self.issuer_recheck_interval <= 0:
+            raise ConfigurationError(f"{ENV_PREFIX}ISSUER_RECHECK_INTERVAL must be positive")
         if self.provisioning_recheck_interval <= 0:
             raise ConfigurationError(f"{ENV_PREFIX}PROVISIONING_RECHECK_INTERVAL must be positive")
         if self.max_request_bytes < 1024:

@@ -1,12 +1,12 @@
 """Our own TrustedIssuer and TrustedClusterIssuer: find or make the key and the CA, report Ready.
 
 Ordinary kopf handlers (these objects are ours): on create, resume and spec change the issuer is
-reconciled; a timer re-checks it, so a token that went away or a CA nearing expiry is noticed; a
-broken issuer is retried with backoff until it recovers, and one waiting for an administrator (a
-wrapped key, a CA certificate: ``provisioning``) is looked at again every
-``TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL`` by a quiet timer. During a key rotation
-(``rotation``) a short timer switches to the new key as soon as its overlap has passed. Ready issuers
-are published to the ``IssuerRegistry``, from which the request handlers read them.
+reconciled; a timer re-checks it every ``TRUSTED_ISSUER_ISSUER_RECHECK_INTERVAL``, so a token that
+went away or a CA nearing expiry is noticed; a broken issuer is retried with backoff until it
+recovers, and one waiting for an administrator (a wrapped key, a CA certificate: ``provisioning``)
+is looked at again every ``TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL`` by a quiet timer. During a
+key rotation (``rotation``) a short timer switches to the new key as soon as its overlap has passed.
+Ready issuers are published to the ``IssuerRegistry``, from which the request handlers read them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from issuer.signer.pool import IssuerKey
 from issuer.signer.x509 import PEMBundle
 
 IssuerRef = tuple[str, str | None, str]  # (kind, namespace or None, name)
-RECHECK_INTERVAL = 60.0
+#: The recheck timer's tick; an issuer is reconciled again once ``issuer_recheck_interval`` has passed
+#: since it was last looked at (by any handler), so the interval is a setting, not a decoration.
+RECHECK_TICK = 5.0
 #: How often an issuer in a rotation overlap looks whether its new key is due to sign; the check is a
 #: comparison of two times until then, so a short tick costs nothing and the switch is punctual.
 ROTATION_TICK = 2.0
@@ -317,14 +319,17 @@ def _register(kind: str, plural: str) -> None:
     ) -> None:
         await _reconcile_and_report(kind, body, patch, memo, retry, logger)
 
-    @kopf.timer(
-        group, version, plural, id="recheck", interval=RECHECK_INTERVAL, initial_delay=RECHECK_INTERVAL
-    )
+    @kopf.timer(group, version, plural, id="recheck", interval=RECHECK_TICK, initial_delay=RECHECK_TICK)
     async def recheck_handler(
         body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
         # The token may have gone away, the PIN changed, or the CA may be due for renewal.
-        # The status already says why it failed; the next tick checks again.
+        # The status already says why it failed; the next recheck looks again.
+        runtime: Runtime = memo["runtime"]
+        meta = body["metadata"]
+        last = runtime.issuers.looked.get(issuer_ref(kind, meta.get("namespace"), meta["name"]))
+        if last is not None and time.monotonic() - last < runtime.settings.issuer_recheck_interval:
+            return
         with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
             await _reconcile_and_report(kind, body, patch, memo, 0, logger)
 

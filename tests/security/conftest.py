@@ -27,7 +27,7 @@ from issuer.sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer.devtoken import DevToken
 from issuer.signer.keys import PinSource, TokenConfig
-from tests.operator.conftest import OUR_CRDS, Cluster, Operator, _free_port
+from tests.operator.conftest import OUR_CRDS, Cluster, Operator, operator_env
 from tests.operator.kube import Kube
 from tests.security.secret_forms import SecretScanner, pin_secret
 
@@ -109,15 +109,11 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
         [pin_secret("user PIN", user_pin), pin_secret("SO PIN", so_pin), pin_secret("wrong PIN", wrong_pin)]
     )
     with SandboxThread(crds=[CERTIFICATE_REQUEST_CRD, *OUR_CRDS]) as sandbox:
-        env = {
-            **os.environ,
-            "SOFTHSM2_CONF": str(token.config_file),
-            "KUBECONFIG": str(sandbox.write_kubeconfig(workdir / "kubeconfig")),
-            "TRUSTED_ISSUER_PROFILES_FILE": str(profiles_file),
-            "TRUSTED_ISSUER_WORKERS": "2",
-            "TRUSTED_ISSUER_MAX_RETRY_DURATION": "60s",
-            "TRUSTED_ISSUER_METRICS_PORT": str(_free_port()),
-        }
+        env = operator_env(
+            sandbox.write_kubeconfig(workdir / "kubeconfig"),
+            profiles_file,
+            SOFTHSM2_CONF=str(token.config_file),
+        )
         for name in ("TRUSTED_ISSUER_PIN_FILE", "TRUSTED_ISSUER_PIN", "TRUSTED_ISSUER_TOKEN_LABEL"):
             env.pop(name, None)
         operator = VerboseOperator(env, workdir / "operator.log")

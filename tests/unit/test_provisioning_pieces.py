@@ -204,3 +204,13 @@ def test_provisioning_settings_from_the_environment() -> None:
     assert (chosen.provisioning_recheck_interval, chosen.cluster_resource_namespace) == (1.5, "pki")
     with pytest.raises(ConfigurationError, match="PROVISIONING_RECHECK_INTERVAL"):
         Settings.from_env({"TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL": "0s"})
+
+
+def test_issuer_recheck_interval_is_a_setting() -> None:
+    assert Settings.from_env({}).issuer_recheck_interval == 60.0
+    assert (
+        Settings.from_env({"TRUSTED_ISSUER_ISSUER_RECHECK_INTERVAL": "2m30s"}).issuer_recheck_interval
+        == 150.0
+    )
+    with pytest.raises(ConfigurationError, match="ISSUER_RECHECK_INTERVAL"):
+        Settings.from_env({"TRUSTED_ISSUER_ISSUER_RECHECK_INTERVAL": "0s"})
