@@ -38,6 +38,7 @@ REQUESTS_IN_FLIGHT = Gauge("trusted_issuer_requests_in_flight", "Requests being 
 QUEUE_DEPTH = Gauge("trusted_issuer_queue_depth", "Requests waiting in the work queue, ready or delayed.")
 WORKERS = Gauge("trusted_issuer_signing_workers", "Signing worker processes in the pool.")
 WORKER_RESTARTS = Gauge("trusted_issuer_signing_worker_restarts", "Signing workers replaced after dying.")
+LEADER = Gauge("trusted_issuer_leader", "1 while this replica holds the Lease and signs, 0 on a standby.")
 ISSUER_READY = Gauge("trusted_issuer_issuer_ready", "1 if the issuer is Ready, else 0.", ["issuer"])
 CA_NOT_AFTER = Gauge(
     "trusted_issuer_ca_not_after_timestamp_seconds",
@@ -55,6 +56,11 @@ def watch_pool(workers: Callable[[], float], restarts: Callable[[], float]) -> N
     """Read the pool's size and restart count at scrape time."""
     WORKERS.set_function(workers)
     WORKER_RESTARTS.set_function(restarts)
+
+
+def watch_leadership(leading: Callable[[], bool]) -> None:
+    """Read at scrape time whether this replica is the one that signs."""
+    LEADER.set_function(lambda: float(leading()))
 
 
 def watch_queue(depth: Callable[[], float], in_flight: Callable[[], float]) -> None:

@@ -173,6 +173,7 @@ async def _replica(settings: Settings, namespaces: Collection[str], liveness_end
     tasks = [asyncio.create_task(probes.heartbeat(health), name="heartbeat")]
     server = await probes.serve(health, settings.health_port) if settings.health_port else None
     metrics.watch_pool(lambda: pool.workers, lambda: pool.restarts)
+    metrics.watch_leadership(lambda: health.role == "leader")
     metrics.serve(settings.metrics_port)
     elector: LeaseElector | None = None
     lost = False

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from issuer.controller.election import Attempt, FencedKubeClient, Leadership, LeaseElector, LeaseTiming
@@ -103,6 +104,13 @@ def _role(operator: Operator) -> object:
     return operator.probe("/healthz")[1].get("role")
 
 
+def _leader_gauge(operator: Operator) -> float:
+    port = operator.env["TRUSTED_ISSUER_METRICS_PORT"]
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    (value,) = [line.split()[1] for line in text.splitlines() if line.startswith("trusted_issuer_leader ")]
+    return float(value)
+
+
 def test_one_leader_and_a_killed_leaders_burst_is_finished_by_the_standby(ha: HaCluster) -> None:
     kube = ha.kube
     a, b = ha.operator("op-a"), ha.operator("op-b")
@@ -112,6 +120,7 @@ def test_one_leader_and_a_killed_leaders_burst_is_finished_by_the_standby(ha: Ha
         b.start()
         wait_until(lambda: b.probe("/readyz")[0] == 200, timeout=60)  # warm standby: ready, not leading
         assert _role(b) == "standby" and _role(a) == "leader"
+        assert (_leader_gauge(a), _leader_gauge(b)) == (1.0, 0.0)
         assert _holder(kube).startswith("op-a_")
 
         namespace = f"ha-{uuid.uuid4().hex[:6]}"
