@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from issuer.__main__ import build_parser
 from issuer.profiles import load_profiles
 from issuer.settings import Settings
 from tests.chart.rendering import (
@@ -183,6 +184,8 @@ def test_environment_is_what_the_operator_accepts(scenario: tuple[str, Rendered]
     assert (settings.lease_name, settings.lease_namespace) == ("trusted-issuer", "trusted-issuer")
     timing = (settings.lease_duration, settings.renew_deadline, settings.retry_period)
     assert [t.total_seconds() for t in timing] == [15, 10, 2]
+    run = build_parser().parse_args(["run", "--log-format", env["TRUSTED_ISSUER_LOG_FORMAT"]])
+    assert run.log_format == "full"
     pod_name = next(e for e in variables if e["name"] == "POD_NAME")
     assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
