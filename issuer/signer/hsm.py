@@ -400,19 +400,8 @@ class TokenSession:
         cached = self._keys.get((handle.key_id, handle.key_label))
         if cached is not None and cached.handle == handle and not fresh:
             return cached
-        self._check_token(handle)
         where = f"finding key {handle.key_label!r} (id {handle.key_id})"
-        try:
-            key_id = bytes.fromhex(handle.key_id)
-        except ValueError:
-            raise IssuerError(f"{where}: the recorded key id is not hex", "KeyHandleInvalid") from None
-        with token_errors(where):
-            priv = self._session.get_key(
-                object_class=ObjectClass.PRIVATE_KEY, id=key_id, label=handle.key_label
-            )
-            pub = self._session.get_key(
-                object_class=ObjectClass.PUBLIC_KEY, id=key_id, label=handle.key_label
-            )
+        priv, pub = self._key_pair(handle, where)
         public_key = _public_key(pub, handle.algorithm)
         if public_key_fingerprint(public_key) != handle.public_key_sha256:
             raise IssuerError(
@@ -546,10 +535,9 @@ class TokenSession:
             template=_TRANSPORT_KEY_TEMPLATE,
         )
 
-    def _wrapping_private(self, handle: KeyHandle) -> Any:
-        """The wrapping private key a handle names, after checking its public half's fingerprint."""
+    def _key_pair(self, handle: KeyHandle, where: str) -> tuple[Any, Any]:
+        """The private and public objects a recorded handle names (same CKA_ID and label)."""
         self._check_token(handle)
-        where = f"finding wrapping key {handle.key_label!r} (id {handle.key_id})"
         try:
             key_id = bytes.fromhex(handle.key_id)
         except ValueError:
@@ -561,6 +549,12 @@ class TokenSession:
             pub = self._session.get_key(
                 object_class=ObjectClass.PUBLIC_KEY, id=key_id, label=handle.key_label
             )
+        return priv, pub
+
+    def _wrapping_private(self, handle: KeyHandle) -> Any:
+        """The wrapping private key a handle names, after checking its public half's fingerprint."""
+        where = f"finding wrapping key {handle.key_label!r} (id {handle.key_id})"
+        priv, pub = self._key_pair(handle, where)
         _check_wrapping_attributes(priv, handle.key_label)
         if public_key_fingerprint(_public_key(pub, Algorithm.RSA_3072)) != handle.public_key_sha256:
             raise IssuerError(
