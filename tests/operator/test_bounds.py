@@ -4,10 +4,8 @@ the request store a burst still ends with every request published exactly once."
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from tests.csrs import make_csr
 from tests.operator.conftest import Cluster, Operator, _free_port
 from tests.operator.kube import CR_PATH, ISSUER_PATH, certificate_request, condition, issuer_body
+from tests.operator.publications import Publications
 
 
 def _finished(obj: dict) -> bool:
@@ -84,19 +83,7 @@ def test_a_burst_past_the_limits_is_published_exactly_once(
     # The burst lands while no operator runs, so the new one meets 120 requests at once.
     cluster.operator.stop()
     path = CR_PATH.format(ns=namespace)
-    start_rv = kube.get(path)["metadata"]["resourceVersion"]
-    certificates: dict[str, set[str]] = defaultdict(set)
-    stop = threading.Event()
-
-    def observe() -> None:
-        for event in kube.watch_events(path, stop, start_rv):
-            obj = event.get("object", {})
-            value = obj.get("status", {}).get("certificate")
-            if value:
-                certificates[obj["metadata"]["name"]].add(value)
-
-    watcher = threading.Thread(target=observe, daemon=True)
-    watcher.start()
+    seen = Publications(kube, path)
     csr = make_csr(dns=["flood.example.com"])
     names = [f"f{i:03d}" for i in range(120)]
     for name in names:
@@ -111,13 +98,7 @@ def test_a_burst_past_the_limits_is_published_exactly_once(
         if sum(1 for item in items if _finished(item)) == len(names):
             break
         time.sleep(0.5)
-    time.sleep(1)  # let the watcher see the last versions
-    stop.set()
-    items = {item["metadata"]["name"]: item for item in kube.get(path)["items"]}
-    assert sorted(items) == names
-    for name, item in items.items():
-        assert condition(item)["reason"] == "Issued", (name, item.get("status"))
-        assert certificates[name] == {item["status"]["certificate"]}, f"{name} was published more than once"
+    seen.assert_each_published_once(kube, names)
     assert "unexpected failure" not in small_store_operator.log()
     if "TRUSTED_ISSUER_MAX_CACHED_REQUESTS" in small_store_operator.env:
         # Every body was read again when its turn came (the test itself only lists and watches).

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections import defaultdict
 
 from tests.csrs import make_csr
-from tests.operator.conftest import Cluster
-from tests.operator.kube import CR_PATH, ISSUER_PATH, certificate_request, condition, issuer_body, pem
-from tests.verifiers import openssl_verify
+from tests.operator.conftest import Cluster, wait_until
+from tests.operator.kube import CR_PATH, ISSUER_PATH, certificate_request, condition, issuer_body
+from tests.operator.publications import Publications, issued_count
 
 BURST = 200
 
@@ -24,19 +22,7 @@ def test_sigkill_mid_burst_publishes_every_request_exactly_once(cluster: Cluster
     path = CR_PATH.format(ns=namespace)
 
     # Observe every version of every request from before the burst: one certificate value per request.
-    start_rv = kube.get(path)["metadata"]["resourceVersion"]
-    certificates: dict[str, set[str]] = defaultdict(set)
-    stop = threading.Event()
-
-    def observe() -> None:
-        for event in kube.watch_events(path, stop, start_rv):
-            obj = event.get("object", {})
-            value = obj.get("status", {}).get("certificate")
-            if value:
-                certificates[obj["metadata"]["name"]].add(value)
-
-    watcher = threading.Thread(target=observe, daemon=True)
-    watcher.start()
+    seen = Publications(kube, path)
 
     csr = make_csr(dns=["burst.example.com"])
     names = [f"r{i:03d}" for i in range(BURST)]
@@ -49,29 +35,18 @@ def test_sigkill_mid_burst_publishes_every_request_exactly_once(cluster: Cluster
         kube.approve(namespace, name)
     cluster.operator.start()
 
-    def issued() -> int:
-        return sum(1 for item in kube.get(path)["items"] if item.get("status", {}).get("certificate"))
-
     deadline = time.monotonic() + 60
-    while issued() < BURST // 4 and time.monotonic() < deadline:
+    while issued_count(kube, path) < BURST // 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     cluster.operator.kill()
-    at_kill = issued()
+    at_kill = issued_count(kube, path)
     cluster.operator.start()
 
     deadline = time.monotonic() + 120
-    while issued() < BURST and time.monotonic() < deadline:
+    while issued_count(kube, path) < BURST and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(1)  # let the watcher see the last versions
-    stop.set()
-    items = {item["metadata"]["name"]: item for item in kube.get(path)["items"]}
     assert at_kill < BURST, "the kill came after the burst; the test proved nothing"
-    assert sorted(items) == names
-    for name, item in items.items():
-        assert condition(item)["reason"] == "Issued", (name, item.get("status"))
-        assert certificates[name] == {item["status"]["certificate"]}, f"{name} was published more than once"
-    sample = items[names[-1]]["status"]
-    openssl_verify(pem(sample["certificate"]), pem(sample["ca"]))
+    seen.assert_each_published_once(kube, names)
 
 
 def test_no_request_carries_annotations_labels_or_finalizers_of_ours(cluster: Cluster) -> None:
@@ -86,7 +61,20 @@ def test_no_request_carries_annotations_labels_or_finalizers_of_ours(cluster: Cl
 
 
 def test_events_are_posted_on_requests(cluster: Cluster) -> None:
-    events = cluster.kube.get("/api/v1/events")["items"]
-    reasons = {(e["involvedObject"].get("kind"), e["reason"]) for e in events}
-    assert ("CertificateRequest", "Issued") in reasons
-    assert ("CertificateRequest", "Failed") in reasons
+    kube = cluster.kube
+    namespace = f"events-{uuid.uuid4().hex[:6]}"
+    kube.namespace(namespace)
+    kube.create(ISSUER_PATH.format(ns=namespace), issuer_body("ca", namespace=namespace))
+    kube.wait(f"{ISSUER_PATH.format(ns=namespace)}/ca", lambda o: condition(o).get("status") == "True")
+    path = CR_PATH.format(ns=namespace)
+    kube.create(path, certificate_request("good", make_csr(dns=["good.example.com"]), issuer="ca"))
+    # A CA certificate, which the issuer's default policy refuses: Failed.
+    kube.create(path, certificate_request("bad", make_csr(dns=["bad.example.com"]), issuer="ca", is_ca=True))
+    for name in ("good", "bad"):
+        kube.approve(namespace, name)
+
+    def reasons() -> set[tuple[str, str]]:
+        events = kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+        return {(e["involvedObject"]["name"], e["reason"]) for e in events}
+
+    wait_until(lambda: {("good", "Issued"), ("bad", "Failed")} <= reasons())

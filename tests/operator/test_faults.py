@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,9 +37,8 @@ from tests.operator.kube import (
     certificate_request,
     condition,
     issuer_body,
-    pem,
 )
-from tests.verifiers import openssl_verify
+from tests.operator.publications import Publications
 
 pytestmark = pytest.mark.slow
 
@@ -91,37 +88,6 @@ def isolated_cluster(workdir: Path, **env: str) -> Iterator[tuple[Cluster, DevTo
             operator.stop()
 
 
-class Publications:
-    """Every certificate value a watch ever sees on each request of one namespace."""
-
-    def __init__(self, kube: Kube, path: str) -> None:
-        self.certificates: dict[str, set[str]] = defaultdict(set)
-        self.failed: set[str] = set()
-        self._stop = threading.Event()
-        start = kube.get(path)["metadata"]["resourceVersion"]
-        self._thread = threading.Thread(target=self._run, args=(kube, path, start), daemon=True)
-        self._thread.start()
-
-    def _run(self, kube: Kube, path: str, start: str) -> None:
-        while not self._stop.is_set():
-            try:
-                for event in kube.watch_events(path, self._stop, start):
-                    obj = event.get("object", {})
-                    name = obj.get("metadata", {}).get("name")
-                    if obj.get("status", {}).get("certificate"):
-                        self.certificates[name].add(obj["status"]["certificate"])
-                    if condition(obj).get("reason") == "Failed":
-                        self.failed.add(name)
-                    start = obj.get("metadata", {}).get("resourceVersion", start)
-            except (requests.RequestException, ValueError):
-                continue  # a dropped watch (the tests' own watch may be faulted too): resume
-
-    def stop(self) -> None:
-        time.sleep(1)  # let the last versions arrive
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def _ready_issuer(kube: Kube, namespace: str, name: str = "ca") -> dict[str, Any]:
     kube.namespace(namespace)
     path = ISSUER_PATH.format(ns=namespace)
@@ -153,21 +119,6 @@ def _wait_issued(kube: Kube, namespace: str, count: int, timeout: float) -> None
     deadline = time.monotonic() + timeout
     while _issued(kube, namespace) < count and time.monotonic() < deadline:
         time.sleep(0.5)
-
-
-def _assert_all_published_once(
-    kube: Kube, namespace: str, names: list[str], seen: Publications, ca_pem: bytes | None = None
-) -> None:
-    seen.stop()
-    items = {item["metadata"]["name"]: item for item in kube.get(CR_PATH.format(ns=namespace))["items"]}
-    assert sorted(items) == sorted(names), "requests were lost or added"
-    assert not seen.failed, f"requests failed: {sorted(seen.failed)}"
-    not_issued = {n: condition(i) for n, i in items.items() if condition(i).get("reason") != "Issued"}
-    assert not not_issued, f"{len(not_issued)} not issued, e.g. {list(not_issued.items())[:3]}"
-    for name, item in items.items():
-        assert seen.certificates[name] == {item["status"]["certificate"]}, f"{name} published more than once"
-    sample = items[names[-1]]["status"]
-    openssl_verify(pem(sample["certificate"]), ca_pem or pem(sample["ca"]))
 
 
 # -- the token goes away and comes back ---------------------------------------------------------------------
@@ -272,7 +223,7 @@ def test_token_unavailable_mid_burst_requests_wait_then_all_issued(
             timeout=recovery,
         )
         _wait_issued(kube, namespace, len(names), timeout=180)
-        _assert_all_published_once(kube, namespace, names, seen)
+        seen.assert_each_published_once(kube, names)
         assert cluster.operator.process is not None and cluster.operator.process.poll() is None
 
 
@@ -311,7 +262,7 @@ def test_pin_changed_requests_wait_then_all_issued(tmp_path: Path) -> None:
             timeout=150,
         )
         _wait_issued(kube, namespace, len(names), timeout=180)
-        _assert_all_published_once(kube, namespace, names, seen)
+        seen.assert_each_published_once(kube, names)
         assert wrong_pin not in cluster.operator.log()
         assert wrong_pin not in str(kube.get("/api/v1/events"))
 
@@ -369,7 +320,7 @@ def test_worker_killed_while_signing_request_retried_pool_heals(tmp_path: Path) 
             time.sleep(0.05)
         assert killed, "no worker was killed: the burst was over too soon"
         _wait_issued(kube, namespace, len(names), timeout=180)
-        _assert_all_published_once(kube, namespace, names, seen)
+        seen.assert_each_published_once(kube, names)
         # The pool healed: two live workers again, none of them one that was killed, and restarts counted.
         healed = _worker_pids(cluster)
         assert len(healed) == 2 and not set(healed) & set(killed), (healed, killed)
@@ -413,6 +364,6 @@ def test_api_errors_conflicts_slowness_and_dropped_watches(tmp_path: Path) -> No
             for r in rules
         }
         sandbox.faults.clear()
-        _assert_all_published_once(kube, namespace, names, seen)
+        seen.assert_each_published_once(kube, names)
         assert hits["500"] > 0 and hits["409"] > 0 and hits["delay"] > 0 and hits["drop"] > 0, hits
         assert cluster.operator.process is not None and cluster.operator.process.poll() is None

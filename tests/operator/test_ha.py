@@ -15,7 +15,6 @@ import re
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,9 +40,8 @@ from tests.operator.kube import (
     certificate_request,
     condition,
     issuer_body,
-    pem,
 )
-from tests.verifiers import openssl_verify
+from tests.operator.publications import Publications, issued_count
 
 BURST = 200
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/default/leases/trusted-issuer"
@@ -130,19 +128,7 @@ def test_one_leader_and_a_killed_leaders_burst_is_finished_by_the_standby(ha: Ha
         path = CR_PATH.format(ns=namespace)
 
         # Every version of every request, from before the burst: one certificate value per request.
-        start_rv = kube.get(path)["metadata"]["resourceVersion"]
-        certificates: dict[str, set[str]] = defaultdict(set)
-        stop = threading.Event()
-
-        def observe() -> None:
-            for event in Kube(kube.base).watch_events(path, stop, start_rv):
-                obj = event.get("object", {})
-                value = obj.get("status", {}).get("certificate")
-                if value:
-                    certificates[obj["metadata"]["name"]].add(value)
-
-        watcher = threading.Thread(target=observe, daemon=True)
-        watcher.start()
+        seen = Publications(kube, path)
         csr = make_csr(dns=["ha.example.com"])
         names = [f"r{i:03d}" for i in range(BURST)]
         for name in names:
@@ -159,7 +145,7 @@ def test_one_leader_and_a_killed_leaders_burst_is_finished_by_the_standby(ha: Ha
             thread.start()
 
         def issued() -> int:
-            return sum(1 for item in kube.get(path)["items"] if item.get("status", {}).get("certificate"))
+            return issued_count(kube, path)
 
         deadline = time.monotonic() + 120
         while issued() < BURST // 4 and time.monotonic() < deadline:
@@ -176,18 +162,8 @@ def test_one_leader_and_a_killed_leaders_burst_is_finished_by_the_standby(ha: Ha
         deadline = time.monotonic() + 180
         while issued() < BURST and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1)  # let the watcher see the last versions
-        stop.set()
-        items = {item["metadata"]["name"]: item for item in kube.get(path)["items"]}
         assert at_kill < BURST, "the kill came after the burst; the test proved nothing"
-        assert sorted(items) == names
-        for name, item in items.items():
-            assert condition(item).get("reason") == "Issued", (name, item.get("status"))
-            assert certificates[name] == {item["status"]["certificate"]}, (
-                f"{name} was published more than once"
-            )
-        sample = items[names[-1]]["status"]
-        openssl_verify(pem(sample["certificate"]), pem(sample["ca"]))
+        seen.assert_each_published_once(kube, names)
 
         # The standby finished what the dead leader left: its own audit log says it published.
         published_by_b = len(
