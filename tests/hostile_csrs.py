@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from issuer.signer.policy import KEY_USAGE_FIELDS
 from tests.csrs import leaf_key, make_csr, pem_armour
 
 #: The policy of the issuer the corpus is sent to (camelCase, as in a TrustedIssuer's spec.policy).
@@ -171,18 +172,7 @@ def _csr(
 
 
 def _ku(**bits: bool) -> x509.KeyUsage:
-    fields = (
-        "digital_signature",
-        "content_commitment",
-        "key_encipherment",
-        "data_encipherment",
-        "key_agreement",
-        "key_cert_sign",
-        "crl_sign",
-        "encipher_only",
-        "decipher_only",
-    )
-    return x509.KeyUsage(**{name: bits.get(name, False) for name in fields})  # type: ignore[arg-type]
+    return x509.KeyUsage(**{name: bits.get(name, False) for name in KEY_USAGE_FIELDS})  # type: ignore[arg-type]
 
 
 # -- the corpus ----------------------------------------------------------------------------------------------
