@@ -6,9 +6,11 @@ bounded by what exists in the cluster (issuers, request kinds, reasons), never b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -37,7 +39,24 @@ TOKEN_OPERATION_SECONDS = Histogram(
 REQUESTS_IN_FLIGHT = Gauge("trusted_issuer_requests_in_flight", "Requests being processed right now.")
 QUEUE_DEPTH = Gauge("trusted_issuer_queue_depth", "Requests waiting in the work queue, ready or delayed.")
 WORKERS = Gauge("trusted_issuer_signing_workers", "Signing worker processes in the pool.")
-WORKER_RESTARTS = Gauge("trusted_issuer_signing_worker_restarts", "Signing workers replaced after dying.")
+
+
+class _ReadCounter(Collector):
+    """A counter whose value the pool keeps (it counts restarts itself); read at scrape time, so it is
+    exposed as a counter (``_total``) rather than a gauge that only ever goes up."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        self.read: Callable[[], float] = lambda: 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())
+
+
+WORKER_RESTARTS = _ReadCounter(
+    "trusted_issuer_signing_worker_restarts", "Signing workers replaced after dying."
+)
+REGISTRY.register(WORKER_RESTARTS)
 LEADER = Gauge("trusted_issuer_leader", "1 while this replica holds the Lease and signs, 0 on a standby.")
 ISSUER_READY = Gauge("trusted_issuer_issuer_ready", "1 if the issuer is Ready, else 0.", ["issuer"])
 CA_NOT_AFTER = Gauge(
@@ -55,7 +74,7 @@ TOKEN_LOGIN_FAILURES = Counter(
 def watch_pool(workers: Callable[[], float], restarts: Callable[[], float]) -> None:
     """Read the pool's size and restart count at scrape time."""
     WORKERS.set_function(workers)
-    WORKER_RESTARTS.set_function(restarts)
+    WORKER_RESTARTS.read = restarts
 
 
 def watch_leadership(leading: Callable[[], bool]) -> None:

@@ -324,7 +324,7 @@ def test_worker_killed_while_signing_request_retried_pool_heals(tmp_path: Path) 
         # The pool healed: two live workers again, none of them one that was killed, and restarts counted.
         healed = _worker_pids(cluster)
         assert len(healed) == 2 and not set(healed) & set(killed), (healed, killed)
-        assert _metric(cluster, "trusted_issuer_signing_worker_restarts") >= len(killed)
+        assert _metric(cluster, "trusted_issuer_signing_worker_restarts_total") >= len(killed)
         retried = [
             e
             for e in kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]

@@ -68,7 +68,7 @@ def test_metrics_report_issuance_failures_readiness_and_the_pool(cluster: Cluste
     assert samples[("trusted_issuer_token_login_failures_total", (("profile", "badpin"),))] >= 1
     assert samples[("trusted_issuer_signing_workers", ())] == 2
     assert samples[("trusted_issuer_leader", ())] == 1  # the package's only replica holds the Lease
-    assert ("trusted_issuer_signing_worker_restarts", ()) in samples
+    assert ("trusted_issuer_signing_worker_restarts_total", ()) in samples
     assert samples[("trusted_issuer_signing_duration_seconds_count", (("kind", "CertificateRequest"),))] >= 1
     assert samples[("trusted_issuer_token_operation_duration_seconds_count", (("operation", "sign"),))] >= 1
     assert ("trusted_issuer_queue_depth", ()) in samples
