@@ -35,7 +35,6 @@ def _runtime(max_cached: int, max_bytes: int = 64 * 1024) -> Runtime:
         clock=utcnow,
         issuers=IssuerRegistry(),
     )
-    runtime.tasks.append(cast(Any, "workers started"))  # _observe must not start real workers here
     return runtime
 
 
