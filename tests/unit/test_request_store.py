@@ -27,7 +27,7 @@ CSR_TEXT = base64.b64encode(b"-----BEGIN CERTIFICATE REQUEST-----\n" + b"A" * 15
 
 def _runtime(max_cached: int, max_bytes: int = 64 * 1024) -> Runtime:
     settings = Settings(max_cached_requests=max_cached, max_request_bytes=max_bytes)
-    runtime = Runtime(
+    return Runtime(
         settings=settings,
         profiles=cast(Any, None),
         pool=cast(Any, None),
@@ -35,7 +35,6 @@ def _runtime(max_cached: int, max_bytes: int = 64 * 1024) -> Runtime:
         clock=utcnow,
         issuers=IssuerRegistry(),
     )
-    return runtime
 
 
 def _event(name: str, *, request: str = CSR_TEXT, kind: str = "MODIFIED", status: Any = None) -> Any:
