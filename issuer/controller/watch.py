@@ -16,8 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from issuer.controller.kubeapi import Gone, KubeClient, Listing
-from issuer.errors import TrustedIssuerError
+from issuer.controller.kubeapi import Gone, KubeClient, Listing, NotFound
 
 log = logging.getLogger("trusted-issuer.watch")
 
@@ -82,8 +81,9 @@ class Reflector:
             except Gone:
                 log.info(f"watch path={self.path} version={version} is gone (410): listing again")
                 version = ""
-            except TrustedIssuerError as err:
-                log.warning(f"watch path={self.path} failed: {err}; again in {backoff:g}s")
+            except Exception as err:  # API trouble, or a kind not served (yet): never stop watching
+                why = "not served (404)" if isinstance(err, NotFound) else str(err) or type(err).__name__
+                log.warning(f"watch path={self.path} failed: {why}; again in {backoff:g}s")
                 await asyncio.sleep(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
 

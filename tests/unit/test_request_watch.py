@@ -178,6 +178,25 @@ async def test_a_dropped_stream_resumes_from_its_last_version_without_listing(
         await stop(task)
 
 
+async def test_a_kind_not_served_yet_is_watched_once_its_crd_arrives() -> None:
+    async with (
+        Sandbox(bookmark_interval=0.2) as sandbox,
+        KubeClient(Credentials(server=str(sandbox.url))) as client,
+    ):
+        mirror = Mirror()
+        reflector = Reflector(client, CERTIFICATE_REQUESTS.collection(NAMESPACE), mirror.observe)
+        task = asyncio.create_task(reflector.run())
+        try:
+            await until(lambda: any(c.resource == "certificaterequests" for c in sandbox.calls))
+            await asyncio.sleep(0.3)
+            assert not task.done() and not reflector.synced.is_set()
+            sandbox.load_crds(CERTIFICATE_REQUEST_CRD)
+            sandbox.put_object(request("first"))
+            await until(lambda: "first" in mirror.objects)
+        finally:
+            await stop(task)
+
+
 async def test_an_observer_that_raises_loses_that_event_only(sandbox: Sandbox, client: KubeClient) -> None:
     mirror = Mirror()
 
