@@ -2,8 +2,9 @@
 
 A request's Event is queued and posted by background tasks, so a slow or failing API server delays
 no signature and no status write. The queue is bounded: when it is full an Event is dropped and
-counted (``trusted_issuer_events_dropped``); Events are for people, the request's status is the
-record. The body is the one kopf posted before (core/v1 Event, ``involvedObject`` the request).
+counted (``trusted_issuer_events_dropped``), and Events still queued when the operator stops are not
+posted: Events are for people, the request's status is the record. The body is the one kopf posted
+before (core/v1 Event, ``involvedObject`` the request).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ COMPONENT = "trusted-issuer"
 MAX_MESSAGE_LENGTH = 1024
 #: Where Events about cluster-scoped objects (Kubernetes CSRs) go, as kopf posted them.
 CLUSTER_SCOPED_NAMESPACE = "default"
+#: A full queue is logged at its first dropped Event and then once per this many.
+DROP_LOG_EVERY = 1000
 
 
 def event_body(
@@ -75,6 +78,11 @@ class EventPoster:
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
+            if self.dropped % DROP_LOG_EVERY == 0:
+                log.warning(
+                    f"event queue full (max {self._queue.maxsize}): dropped an event reason={reason}; "
+                    f"{self.dropped + 1} dropped so far"
+                )
             self.dropped += 1
             metrics.EVENTS_DROPPED.inc()
             return False
