@@ -70,6 +70,11 @@ TOKEN_LOGIN_FAILURES = Counter(
     ["profile"],
 )
 
+EVENTS_DROPPED = Counter(
+    "trusted_issuer_events_dropped",
+    "Kubernetes Events about requests not posted because the posting queue was full.",
+)
+
 
 def watch_pool(workers: Callable[[], float], restarts: Callable[[], float]) -> None:
     """Read the pool's size and restart count at scrape time."""

@@ -2,7 +2,8 @@
 
 It knows nothing about PKCS#11.
 
-Importing this package registers every handler, so ``kopf run -m issuer.controller`` runs it.
+Importing this package registers every kopf handler (issuers, start-up and clean-up; requests are
+watched by the operator's own watches, started at start-up), so ``kopf run -m issuer.controller`` runs it.
 """
 
 from issuer.controller import issuers, lifecycle, requests

@@ -60,6 +60,11 @@ class RequestKind:
     #: Whether Pending and Denied are written to the object (Kubernetes CSRs get neither).
     writes_progress: bool
 
+    def collection(self, namespace: str | None = None) -> str:
+        """The path of all objects of this kind, or of one namespace's (namespaced kinds only)."""
+        scope = f"namespaces/{namespace}/" if namespace and self.namespaced else ""
+        return f"/apis/{self.group}/{self.version}/{scope}{self.plural}"
+
     def path(self, namespace: str, name: str, subresource: str = "") -> str:
         scope = f"namespaces/{namespace}/" if self.namespaced else ""
         path = f"/apis/{self.group}/{self.version}/{scope}{self.plural}/{name}"

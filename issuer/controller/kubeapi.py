@@ -1,8 +1,9 @@
-"""A small asynchronous Kubernetes API client for the writes kopf does not make for us.
+"""A small asynchronous Kubernetes API client for what kopf does not do for us.
 
-kopf watches and patches our own issuers; CertificateRequests are guests, and their status is
-written here with a resourceVersion precondition, so a certificate is published at most once. It is
-aiohttp (kopf's own HTTP stack) on kopf's event loop: no thread per call, no client-side throttle.
+kopf watches and patches our own issuers; requests are guests: they are listed and watched here
+(``watch.py``), and their status is written here with a resourceVersion precondition, so a
+certificate is published at most once. It is aiohttp (kopf's own HTTP stack) on kopf's event loop:
+no thread per call, no client-side throttle.
 Credentials come from the kubernetes client's loaders (in-cluster service account or kubeconfig).
 """
 
@@ -14,7 +15,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import aiohttp
@@ -30,6 +31,18 @@ class NotFound(Exception):
 
 class Conflict(Exception):
     """The object changed since we read it: our precondition failed."""
+
+
+class Gone(Exception):
+    """A watch asked for changes after a resourceVersion the API server no longer keeps (410): list again."""
+
+
+@dataclass
+class Listing:
+    """What ``list_pages`` learns of a listing besides its items: the collection's resourceVersion at
+    the first page (a watch from it misses no change made after the listing began)."""
+
+    resource_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,7 @@ class KubeClient:
         self._concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -80,30 +94,41 @@ class KubeClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            creds = self.credentials
-            context: ssl.SSLContext | bool = False
-            if creds.server.startswith("https"):
-                context = ssl.create_default_context(cafile=creds.ca_file)
-                if not creds.verify:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                if creds.cert_file and creds.key_file:
-                    context.load_cert_chain(creds.cert_file, creds.key_file)
-            headers = {"Accept": "application/json", "User-Agent": "trusted-issuer"}
-            if creds.token:
-                headers["Authorization"] = f"Bearer {creds.token}"
-            self._session = aiohttp.ClientSession(
-                base_url=creds.server + "/",
-                headers=headers,
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._concurrency, ssl=context),
-            )
+            self._session = self._new_session(self._concurrency, self._timeout)
         return self._session
 
+    def _open_watches(self) -> aiohttp.ClientSession:
+        """Watches hold a connection each for minutes: their own pool, so they never take one of the
+        ``concurrency`` connections the status writes share."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = self._new_session(0, aiohttp.ClientTimeout())
+        return self._watch_session
+
+    def _new_session(self, limit: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+        creds = self.credentials
+        context: ssl.SSLContext | bool = False
+        if creds.server.startswith("https"):
+            context = ssl.create_default_context(cafile=creds.ca_file)
+            if not creds.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if creds.cert_file and creds.key_file:
+                context.load_cert_chain(creds.cert_file, creds.key_file)
+        headers = {"Accept": "application/json", "User-Agent": "trusted-issuer"}
+        if creds.token:
+            headers["Authorization"] = f"Bearer {creds.token}"
+        return aiohttp.ClientSession(
+            base_url=creds.server + "/",
+            headers=headers,
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=limit, ssl=context),
+        )
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
 
     async def request(
         self,
@@ -142,14 +167,19 @@ class KubeClient:
         body = await self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return {key: base64.b64decode(value) for key, value in (body.get("data") or {}).items()}
 
-    async def list_pages(self, path: str, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+    async def list_pages(
+        self, path: str, limit: int = 500, *, listing: Listing | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """The items of a collection, a page of at most ``limit`` at a time (the API server's
         ``continue`` tokens), so a large collection is never held whole. Items carry apiVersion and kind
-        as listed by the API server (lists leave them out of items; the list's own are copied in)."""
+        as listed by the API server (lists leave them out of items; the list's own are copied in).
+        ``listing``, if given, gets the collection's resourceVersion from the first page."""
         token = ""
         while True:
             query = {"limit": str(limit), **({"continue": token} if token else {})}
             page = await self.request("GET", f"{path}?{urlencode(query)}")
+            if listing is not None and not token:
+                listing.resource_version = str((page.get("metadata") or {}).get("resourceVersion") or "")
             kind = str(page.get("kind", "")).removesuffix("List")
             items = page.get("items") or []
             for item in items:
@@ -159,6 +189,49 @@ class KubeClient:
             token = str((page.get("metadata") or {}).get("continue") or "")
             if not token:
                 return
+
+    async def watch(
+        self, path: str, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch events of a collection after ``resource_version``, BOOKMARKs included, as they
+        come. The iteration ends when the API server ends the stream (after ``timeout_seconds``) or the
+        connection drops: either way the caller watches again from the last version it saw. Raises
+        ``Gone`` when that version is no longer kept (a 410 answer or ERROR event), RetryableError
+        when the watch cannot start or the server sends another ERROR."""
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        # A quiet stream still sends a bookmark now and then; none for this long means it is dead.
+        timeout = aiohttp.ClientTimeout(sock_connect=self._timeout.total, sock_read=timeout_seconds + 30)
+        try:
+            response = await self._open_watches().get(
+                f"{path.lstrip('/')}?{urlencode(query)}", timeout=timeout
+            )
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise RetryableError(f"API watch {path}: {type(err).__name__}", "APIUnavailable") from None
+        async with response:
+            if response.status == 410:
+                raise Gone(path)
+            if response.status >= 300:
+                text = await response.text()
+                raise RetryableError(
+                    f"API watch {path} answered {response.status}: {_message(text)}", "APIError"
+                )
+            rest = b""
+            try:
+                async for chunk in response.content.iter_any():
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        if line.strip():
+                            yield _watch_event(path, line)
+            except (aiohttp.ClientError, TimeoutError):
+                return  # dropped mid-stream: the caller resumes from the last version it saw
+            if rest.strip():
+                yield _watch_event(path, rest)
 
     async def patch_status(
         self, path: str, status: Mapping[str, Any], resource_version: str, *, answer: bool = True
@@ -175,6 +248,16 @@ class KubeClient:
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
         answer = await self.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
         return bool((answer.get("status") or {}).get("allowed"))
+
+
+def _watch_event(path: str, line: bytes) -> dict[str, Any]:
+    event = cast(dict[str, Any], json.loads(line))
+    if event.get("type") == "ERROR":
+        status = event.get("object") or {}
+        if status.get("code") == 410:
+            raise Gone(path)
+        raise RetryableError(f"API watch {path} failed: {status.get('message', '')}", "APIError")
+    return event
 
 
 def _message(text: str) -> str:

@@ -1,10 +1,12 @@
 """Operator start-up and shut-down: settings, token profiles, the signer pool, the API client, the
-request work queue and kopf's own settings (persistence under our API group); and the replica around
-kopf that ``trusted-issuer run`` starts: warm signer pool, probes, metrics and the Lease election.
+request path (its watches, work queue and Event posters) and kopf's own settings (persistence under
+our API group); and the replica around kopf that ``trusted-issuer run`` starts: warm signer pool,
+probes, metrics and the Lease election.
 
 A replica starts its signing workers, its probe and metrics servers and its token readiness checks
 first, in every role; then, with leader election on, it waits as a standby until it holds the Lease
-(``election.py``), and only then runs kopf, which handles issuers and requests. It runs kopf until
+(``election.py``), and only then runs kopf, which handles issuers and, from its start-up handler,
+starts the request path (``requests.start``: our own watches, not kopf's). It runs kopf until
 SIGTERM (then it stops kopf, releases the Lease and exits 0) or until it loses the Lease (the fence
 has already stopped its signing and publishing; it stops kopf and exits 1, so Kubernetes restarts it
 as a standby). A request that was in flight in a dead leader is unfinished in the API server, so the
@@ -25,6 +27,7 @@ import kopf
 
 from issuer import api, metrics
 from issuer.controller import health as probes
+from issuer.controller import requests
 from issuer.controller.election import (
     FencedKubeClient,
     FencedSignerPool,
@@ -49,7 +52,7 @@ EXIT_LOST_LEASE = 1
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """kopf's marks on our own issuers live under our API group; kopf never touches requests."""
+    """kopf's marks on our own issuers live under our API group; kopf never sees requests."""
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -58,10 +61,6 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     # Handler log lines become Kubernetes Events only when they matter to a person.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    # kopf keeps a worker per object, holding its last body, this long after its last event: at the
-    # default 5 s, listing 9,000 requests at start-up held them all at once (peak RSS +52 MiB in
-    # make bench). Events of one object rarely come closer together than this.
-    settings.queueing.idle_timeout = 0.5
     settings.networking.request_timeout = 60
 
 
@@ -76,12 +75,15 @@ class Replica:
     leadership: Leadership | None
     #: kopf's stop flag for this run; see ``cleanup``.
     stop_flag: asyncio.Event
+    #: Namespaces whose requests are served (``run --namespace``); empty: all of them.
+    namespaces: Collection[str] = ()
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     configure_kopf(settings)
     replica: Replica | None = memo.get("replica")
+    namespaces: Collection[str] = replica.namespaces if replica is not None else ()
     credentials = await asyncio.to_thread(Credentials.load)
     if replica is not None:
         config, profiles, pool = replica.settings, replica.profiles, replica.pool
@@ -90,7 +92,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
             if replica.leadership is None
             else FencedKubeClient(credentials, replica.leadership, concurrency=config.concurrency)
         )
-    else:  # `kopf run -m issuer.controller`: no election, no probes of ours
+    else:  # `kopf run -m issuer.controller`: no election, no probes of ours, requests of every namespace
         config = Settings.from_env()
         profiles = load_profiles(config.profiles_file, config)
         pool = SignerPool(config.workers, start_method=config.worker_start_method)  # type: ignore[arg-type]
@@ -110,12 +112,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         clock=utcnow,
         issuers=IssuerRegistry(),
     )
-    # The request workers start with the first watch event (requests.observe), inside kopf's own
-    # context, which carries what kopf.event() needs to post Events.
     metrics.watch_queue(lambda: len(runtime.queue), lambda: runtime.queue.in_flight)
     memo["runtime"] = runtime
+    requests.start(runtime, namespaces)
     names = sorted(profiles.by_name)
-    logger.info(f"started workers={config.workers} concurrency={config.concurrency} profiles={names}")
+    logger.info(
+        f"started workers={config.workers} concurrency={config.concurrency} profiles={names} "
+        f"namespaces={sorted(namespaces) or 'all'}"
+    )
 
 
 @kopf.on.cleanup()
@@ -250,7 +254,7 @@ async def _lead(
         watcher.add_done_callback(lambda _: stop_flag.set())
     memo = kopf.Memo()
     leadership = elector.leadership if elector else None
-    memo["replica"] = Replica(settings, profiles, pool, health, leadership, stop_flag)
+    memo["replica"] = Replica(settings, profiles, pool, health, leadership, stop_flag, namespaces)
     try:
         await kopf.operator(
             clusterwide=not namespaces,

@@ -1,11 +1,13 @@
 """Signing requests that name our issuers: watched, signed, published once.
 
 Both kinds in ``kinds.py`` (cert-manager CertificateRequests and Kubernetes CertificateSigningRequests)
-belong to others; we are guests. They are watched with ``kopf.on.event`` only (no kopf annotations,
-finalizers or progress on them), kept in memory, and processed by our own work queue, whose workers
-await the signer pool. Our only writes go to ``/status``, with the resourceVersion we read as a
-precondition, so a certificate is published at most once per request across restarts, replayed
-watch events and competing replicas.
+belong to others; we are guests. kopf never sees them (no kopf annotations, finalizers or progress on
+them, and none of kopf's per-event cost): ``start`` lists and watches them with our own reflectors
+(``watch.py``), keeps what matters of each unfinished request of ours in memory, and processes them
+in our own work queue, whose workers await the signer pool. Our only writes go to ``/status``, with
+the resourceVersion we read as a precondition, so a certificate is published at most once per
+request across restarts, replayed watch events and competing replicas; Events about a request are
+posted in the background (``events.py``).
 """
 
 from __future__ import annotations
@@ -14,26 +16,23 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any, cast
-
-import kopf
+from typing import Any
 
 from issuer import api, metrics
 from issuer.controller import audit
 from issuer.controller import status as st
 from issuer.controller.issuers import describe, metric_label
 from issuer.controller.kinds import (
-    CERTIFICATE_REQUESTS,
     CSR_DURATION_ANNOTATION,
     CSR_IS_CA_ANNOTATION,
     KINDS,
-    SIGNING_REQUESTS,
     RequestKind,
 )
 from issuer.controller.kubeapi import Conflict, NotFound
 from issuer.controller.runtime import RequestKey, Runtime
+from issuer.controller.watch import ObjectName, Reflector, WatchEvent
 from issuer.errors import (
     ConfigurationError,
     IssuerError,
@@ -45,15 +44,6 @@ from issuer.signer.x509 import PEMBundle
 
 log = logging.getLogger("trusted-issuer.requests")
 
-
-def _not_an_observer_success(record: logging.LogRecord) -> bool:
-    """kopf logs "Handler 'observe' succeeded." for every watch event of every request; the observers
-    only remember the body, so the line says nothing, and writing it was a tenth of the operator's
-    event-loop time in a burst (py-spy, make bench)."""
-    return record.msg != "Handler 'observe' succeeded."
-
-
-logging.getLogger("kopf.objects").addFilter(_not_an_observer_success)
 
 MAX_BACKOFF = 60.0
 PUBLISH_ATTEMPTS = 5
@@ -70,10 +60,8 @@ def _name(key: RequestKey) -> str:
     return f"{key[1]}/{key[2]}" if key[1] else key[2]
 
 
-def _observe(kind: RequestKind, event: kopf.RawEvent, runtime: Runtime) -> None:
+def _observe(kind: RequestKind, event: WatchEvent, runtime: Runtime) -> None:
     """Keep the latest body of each unfinished request of ours and queue it; nothing is written here."""
-    if not runtime.tasks:
-        start_workers(runtime)
     body = event["object"]
     key = _key(kind, body)
     if event["type"] == "DELETED" or kind.issuer_of(body) is None or kind.is_finished(body.get("status")):
@@ -133,21 +121,46 @@ def _oversized_message(runtime: Runtime, body: Mapping[str, Any]) -> str | None:
     )
 
 
-@kopf.on.event(
-    CERTIFICATE_REQUESTS.group, CERTIFICATE_REQUESTS.version, CERTIFICATE_REQUESTS.plural, id="observe"
-)
-async def observe_certificate_requests(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _observe(CERTIFICATE_REQUESTS, event, memo["runtime"])
+#: Tasks posting Events about requests (a post is a short write; two keep up with a burst).
+EVENT_POSTERS = 2
 
 
-@kopf.on.event(SIGNING_REQUESTS.group, SIGNING_REQUESTS.version, SIGNING_REQUESTS.plural, id="observe")
-async def observe_signing_requests(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _observe(SIGNING_REQUESTS, event, memo["runtime"])
+def start(runtime: Runtime, namespaces: Collection[str] = ()) -> list[Reflector]:
+    """Start the request path: the queue's workers, the Event posters and one reflector per request
+    kind, watching ``namespaces`` (every namespace when empty; cluster-scoped kinds are always
+    watched whole). Everything runs as ``runtime.tasks``, until cancelled."""
+    start_workers(runtime)
+    for index in range(EVENT_POSTERS):
+        runtime.tasks.append(asyncio.create_task(runtime.events.run(), name=f"event-poster-{index}"))
+    reflectors = []
+    for kind in KINDS.values():
+        for namespace in sorted(namespaces) if kind.namespaced and namespaces else [None]:
+            reflector = Reflector(
+                runtime.client,
+                kind.collection(namespace),
+                functools.partial(_observe_event, kind, runtime),
+                listed=functools.partial(_listed, kind, namespace, runtime),
+            )
+            reflectors.append(reflector)
+            name = f"watch-{kind.plural}-{namespace or 'all'}"
+            runtime.tasks.append(asyncio.create_task(reflector.run(), name=name))
+    return reflectors
+
+
+def _observe_event(kind: RequestKind, runtime: Runtime, event: WatchEvent) -> None:
+    _observe(kind, event, runtime)
+
+
+def _listed(kind: RequestKind, namespace: str | None, runtime: Runtime, names: set[ObjectName]) -> None:
+    """After a (re)listing: forget the requests of its scope that it no longer holds (deleted while no
+    watch was looking)."""
+    for key in [*runtime.requests, *runtime.uncached]:
+        if key[0] == kind.plural and namespace in (None, key[1]) and (key[1], key[2]) not in names:
+            runtime.forget(key)
 
 
 def start_workers(runtime: Runtime) -> None:
-    """Start the queue's workers; tasks copy the caller's context, so call this from a kopf handler
-    (kopf.event() needs the context variables kopf sets there)."""
+    """Start the queue's workers (and its delay and refill tasks) as ``runtime.tasks``."""
     runtime.tasks.append(asyncio.create_task(runtime.queue.run_delays(), name="queue-delays"))
     runtime.tasks.append(asyncio.create_task(refill(runtime), name="queue-refill"))
     for index in range(runtime.settings.concurrency):
@@ -166,11 +179,10 @@ async def refill(runtime: Runtime, interval: float = 1.0) -> None:
         queue.take_overflow()
         log.info(f"queue was full (max {queue.max_size}); listing requests to find those it refused")
         for kind in KINDS.values():
-            path = f"/apis/{kind.group}/{kind.version}/{kind.plural}"
             try:
-                async for items in runtime.client.list_pages(path):
+                async for items in runtime.client.list_pages(kind.collection()):
                     for item in items:
-                        _observe(kind, cast(kopf.RawEvent, {"type": "ADDED", "object": item}), runtime)
+                        _observe(kind, {"type": "ADDED", "object": item}, runtime)
             except Exception as err:  # the API is down: try again on the next round
                 log.warning(f"listing {kind.plural} to refill the queue failed: {err}")
                 queue.overflowed = True
@@ -205,7 +217,13 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         if kind.writes_progress:
             _refused(kind, key, body, "denied", "denied by an approver")
             await _publish(runtime, kind, key, body, st.request_denied(conditions, now))
-            _tell(body, "Warning", "Denied", "The request was denied by an approver; it will not be signed")
+            _tell(
+                runtime,
+                body,
+                "Warning",
+                "Denied",
+                "The request was denied by an approver; it will not be signed",
+            )
         return
     if not st.is_true(conditions, api.CONDITION_APPROVED):
         return  # not approved yet: the approver's status update brings a new event
@@ -258,7 +276,7 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         metrics.CERTIFICATES_ISSUED.labels(metric_label(ref), kind.name).inc()
         metrics.SIGNING_SECONDS.labels(kind.name).observe(time.monotonic() - started)
         message = f"Certificate issued by {describe(ref)}, serial {bundle.serial_number:x}"
-        _tell(body, "Normal", "Issued", message)
+        _tell(runtime, body, "Normal", "Issued", message)
 
 
 async def _publish_certificate(
@@ -340,7 +358,7 @@ async def _fail(
     metrics.REQUESTS_FAILED.labels(_issuer_label(kind, body), kind.name, "Failed").inc()
     _refused(kind, key, body, "failed", message)
     await _publish(runtime, kind, key, body, kind.failed(body.get("status") or {}, message, now))
-    _tell(body, "Warning", "Failed", message)
+    _tell(runtime, body, "Warning", "Failed", message)
     runtime.requests.pop(key, None)
     runtime.attempts.pop(key, None)
 
@@ -354,7 +372,7 @@ async def _retry_or_fail(
             runtime, kind, key, body, f"Gave up after retrying until {deadline.isoformat()}: {message}", now
         )
         return
-    _tell(body, "Warning", "Retrying", message)
+    _tell(runtime, body, "Warning", "Retrying", message)
     _retry_later(runtime, key)
 
 
@@ -387,9 +405,9 @@ def _issuer_label(kind: RequestKind, body: Mapping[str, Any]) -> str:
     return metric_label(ref) if ref else ""
 
 
-def _tell(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    """A Kubernetes Event on the request, posted by kopf in the background."""
-    kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message)
+def _tell(runtime: Runtime, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on the request, posted in the background (dropped if too many are waiting)."""
+    runtime.events.post(body, kind, reason, message)
 
 
 def _retry_later(runtime: Runtime, key: RequestKey) -> None:

@@ -1,4 +1,5 @@
-"""What the handlers share for the operator's lifetime, built once at start-up and kept in kopf's memo."""
+"""What the handlers and the request path share for the operator's lifetime, built once at start-up and
+kept in kopf's memo."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from issuer.controller.events import EventPoster
 from issuer.controller.kubeapi import KubeClient
 from issuer.controller.queue import WorkQueue
 from issuer.profiles import Profiles
@@ -36,8 +38,11 @@ class Runtime:
     #: Retry counts of requests failing with passing errors, for backoff.
     attempts: dict[RequestKey, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Events about requests, posted in the background (its tasks are started with the watches).
+    events: EventPoster = field(init=False)
 
     def __post_init__(self) -> None:
+        self.events = EventPoster(self.client)
         if self.queue.max_size is None:
             self.queue.max_size = self.settings.max_queued_requests
 

@@ -1,34 +1,15 @@
-"""What the request hot path leaves out: kopf's per-event success line for the observers, and the
-decoding of a status write's answer nobody reads. The API is a real aiohttp server on loopback."""
+"""What the request hot path leaves out: the decoding of a status write's answer nobody reads. The API
+is a real aiohttp server on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 import aiohttp.web
 import pytest
 
-from issuer.controller import requests  # noqa: F401 - installs the filter on kopf's object logger
 from issuer.controller.kubeapi import Conflict, Credentials, KubeClient
-
-
-def _record(msg: str) -> logging.LogRecord:
-    return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, msg, None, None)
-
-
-@pytest.mark.parametrize(
-    ("message", "kept"),
-    [
-        ("Handler 'observe' succeeded.", False),
-        ("Handler 'create_issuer' succeeded.", True),
-        ("Handler 'observe' failed with an exception. Will retry.", True),
-    ],
-    ids=["observer-success-dropped", "issuer-success-kept", "observer-failure-kept"],
-)
-def test_only_the_observers_success_lines_are_dropped(message: str, kept: bool) -> None:
-    assert logging.getLogger("kopf.objects").filter(_record(message)) is kept
 
 
 def test_a_status_write_without_answer_is_sent_whole_and_its_errors_still_count() -> None:

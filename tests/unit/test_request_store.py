@@ -27,7 +27,7 @@ CSR_TEXT = base64.b64encode(b"-----BEGIN CERTIFICATE REQUEST-----\n" + b"A" * 15
 
 def _runtime(max_cached: int, max_bytes: int = 64 * 1024) -> Runtime:
     settings = Settings(max_cached_requests=max_cached, max_request_bytes=max_bytes)
-    runtime = Runtime(
+    return Runtime(
         settings=settings,
         profiles=cast(Any, None),
         pool=cast(Any, None),
@@ -35,8 +35,6 @@ def _runtime(max_cached: int, max_bytes: int = 64 * 1024) -> Runtime:
         clock=utcnow,
         issuers=IssuerRegistry(),
     )
-    runtime.tasks.append(cast(Any, "workers started"))  # _observe must not start real workers here
-    return runtime
 
 
 def _event(name: str, *, request: str = CSR_TEXT, kind: str = "MODIFIED", status: Any = None) -> Any:
@@ -186,3 +184,26 @@ def test_the_kept_essence_reads_as_the_whole_object_does() -> None:
         "CertificateSigningRequest",
         "u-1",
     )
+
+
+def test_a_relisting_forgets_only_the_requests_of_its_own_scope_it_no_longer_holds() -> None:
+    async def run() -> Runtime:
+        runtime = _runtime(max_cached=2)
+        for name in ("listed", "deleted", "spilled-deleted"):
+            requests._observe(CERTIFICATE_REQUESTS, _event(name), runtime)
+        other = _event("other-namespace")
+        other["object"]["metadata"]["namespace"] = "elsewhere"
+        requests._observe(CERTIFICATE_REQUESTS, other, runtime)
+        csr = ("certificatesigningrequests", "", "a-csr")
+        runtime.keep(csr, {})  # another kind, unseen by this listing
+        # A relisting of the "flood" namespace's CertificateRequests that holds only "listed":
+        requests._listed(CERTIFICATE_REQUESTS, "flood", runtime, {("flood", "listed")})
+        return runtime
+
+    runtime = asyncio.run(run())
+    held = set(runtime.requests) | runtime.uncached
+    assert held == {
+        ("certificaterequests", "flood", "listed"),
+        ("certificaterequests", "elsewhere", "other-namespace"),
+        ("certificatesigningrequests", "", "a-csr"),
+    }
