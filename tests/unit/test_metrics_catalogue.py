@@ -17,7 +17,8 @@ def _families() -> dict[str, str]:
     metrics.watch_pool(lambda: 2.0, lambda: 1.0)
     exposed = {}
     for family in text_string_to_metric_families(generate_latest(REGISTRY).decode()):
-        if family.name.startswith("trusted_issuer_"):
+        # prometheus_client adds a ``<counter>_created`` gauge beside each unlabelled counter.
+        if family.name.startswith("trusted_issuer_") and not family.name.endswith("_created"):
             suffix = "_total" if family.type == "counter" else ""
             exposed[family.name + suffix] = family.type
     return exposed
