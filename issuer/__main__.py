@@ -213,10 +213,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    import issuer.controller  # noqa: F401 - registers the handlers
+    settings = Settings.from_env()  # fail fast, with one line, before anything starts
+
+    import issuer.controller  # noqa: F401 - registers the handlers (of TRUSTED_ISSUER_ISSUER_KINDS)
     from issuer.controller.lifecycle import run_replica
 
-    settings = Settings.from_env()  # fail fast, with one line, before anything starts
     if args.no_leader_election:
         settings = dataclasses.replace(settings, leader_election=False)
     log_format = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from issuer.api import ENV_PREFIX
+from issuer.api import ENV_PREFIX, ISSUER_KINDS
 from issuer.errors import ConfigurationError
 from issuer.signer.keys import PinSource, TokenConfig
 from issuer.signer.policy import parse_duration
@@ -48,6 +48,9 @@ class Settings:
     max_cached_requests: int = 2000
     #: Requests waiting in the work queue; past it, keys are refused and found again by listing.
     max_queued_requests: int = 20_000
+    #: Issuer kinds this operator serves, with their requests; sharded releases leave
+    #: TrustedClusterIssuers (cluster-scoped, seen by every shard) to one release of their own.
+    issuer_kinds: tuple[str, ...] = ISSUER_KINDS
     # -- high availability and probes (``trusted-issuer run``; see docs/operations.md) --
     #: Hold a coordination.k8s.io/v1 Lease before signing; off means this replica always signs.
     leader_election: bool = True
@@ -107,6 +110,7 @@ class Settings:
                 str(get("PROVISIONING_RECHECK_INTERVAL"))
             ).total_seconds()
         values["cluster_resource_namespace"] = get("CLUSTER_RESOURCE_NAMESPACE")
+        values["issuer_kinds"] = issuer_kinds_from_env(env)
         for name in ("CONCURRENCY", "MAX_REQUEST_BYTES", "MAX_CACHED_REQUESTS", "MAX_QUEUED_REQUESTS"):
             if get(name):
                 try:
@@ -163,6 +167,23 @@ class Settings:
             token_serial=self.token_serial,
             pin=self.pin_source(),
         )
+
+
+def issuer_kinds_from_env(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``TRUSTED_ISSUER_ISSUER_KINDS``: a comma-separated subset of TrustedIssuer,TrustedClusterIssuer
+    (default both). Read on its own too, because kopf handlers are registered when the controller
+    package is imported, before the rest of the settings exist."""
+    env = os.environ if env is None else env
+    value = env.get(ENV_PREFIX + "ISSUER_KINDS", "").strip()
+    if not value:
+        return ISSUER_KINDS
+    kinds = tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in ISSUER_KINDS]
+    if unknown or not kinds:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}ISSUER_KINDS must name one or both of {', '.join(ISSUER_KINDS)}; got {value!r}"
+        )
+    return kinds
 
 
 def _election_values(get: Callable[[str], str | None]) -> dict[str, object]:

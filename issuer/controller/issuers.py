@@ -31,6 +31,7 @@ from issuer.controller.rotation import Log as Logger
 from issuer.controller.rotation import Outcome
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
+from issuer.settings import issuer_kinds_from_env
 from issuer.signer.keys import KeyHandle, TokenConfig, WrappingKey
 from issuer.signer.pool import IssuerKey
 from issuer.signer.x509 import PEMBundle
@@ -415,5 +416,11 @@ def _register(kind: str, plural: str) -> None:
                 await runtime.pool.adestroy_wrapping_key(token, WrappingKey.from_status(waiting).handle)
 
 
-_register(api.ISSUER_KIND, api.ISSUER_PLURAL)
-_register(api.CLUSTER_ISSUER_KIND, api.CLUSTER_ISSUER_PLURAL)
+# Kinds this operator does not serve get no handlers at all, so kopf does not even watch them: a
+# namespace shard never writes onto a cluster issuer that another release serves.
+for _kind, _plural in (
+    (api.ISSUER_KIND, api.ISSUER_PLURAL),
+    (api.CLUSTER_ISSUER_KIND, api.CLUSTER_ISSUER_PLURAL),
+):
+    if _kind in issuer_kinds_from_env():
+        _register(_kind, _plural)

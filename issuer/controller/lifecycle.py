@@ -111,6 +111,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         client=client,
         clock=utcnow,
         issuers=IssuerRegistry(),
+        namespaces=frozenset(namespaces),
     )
     metrics.watch_queue(lambda: len(runtime.queue), lambda: runtime.queue.in_flight)
     memo["runtime"] = runtime
@@ -118,7 +119,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     names = sorted(profiles.by_name)
     logger.info(
         f"started workers={config.workers} concurrency={config.concurrency} profiles={names} "
-        f"namespaces={sorted(namespaces) or 'all'}"
+        f"namespaces={sorted(namespaces) or 'all'} issuer-kinds={list(config.issuer_kinds)}"
     )
 
 

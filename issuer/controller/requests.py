@@ -64,7 +64,13 @@ def _observe(kind: RequestKind, event: WatchEvent, runtime: Runtime) -> None:
     """Keep the latest body of each unfinished request of ours and queue it; nothing is written here."""
     body = event["object"]
     key = _key(kind, body)
-    if event["type"] == "DELETED" or kind.issuer_of(body) is None or kind.is_finished(body.get("status")):
+    ref = kind.issuer_of(body)
+    if (
+        event["type"] == "DELETED"
+        or ref is None
+        or not runtime.serves(ref)
+        or kind.is_finished(body.get("status"))
+    ):
         runtime.forget(key)
         return
     runtime.keep(key, _essence(runtime, body))

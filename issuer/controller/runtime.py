@@ -17,7 +17,7 @@ from issuer.settings import Settings
 from issuer.signer.pool import SignerPool
 
 if TYPE_CHECKING:
-    from issuer.controller.issuers import IssuerRegistry
+    from issuer.controller.issuers import IssuerRef, IssuerRegistry
 
 RequestKey = tuple[str, str, str]  # (plural, namespace or "", name)
 
@@ -38,6 +38,8 @@ class Runtime:
     #: Retry counts of requests failing with passing errors, for backoff.
     attempts: dict[RequestKey, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Namespaces whose requests and issuers this operator serves (``run --namespace``); empty: all.
+    namespaces: frozenset[str] = frozenset()
     #: Events about requests, posted in the background (its tasks are started with the watches).
     events: EventPoster = field(init=False)
 
@@ -45,6 +47,14 @@ class Runtime:
         self.events = EventPoster(self.client)
         if self.queue.max_size is None:
             self.queue.max_size = self.settings.max_queued_requests
+
+    def serves(self, ref: IssuerRef) -> bool:
+        """Is this issuer ours: a kind we serve (``TRUSTED_ISSUER_ISSUER_KINDS``) and, for a namespaced
+        one, in a namespace we watch? A request for another shard's issuer is left alone, unwritten."""
+        kind, namespace, _ = ref
+        if kind not in self.settings.issuer_kinds:
+            return False
+        return namespace is None or not self.namespaces or namespace in self.namespaces
 
     def keep(self, key: RequestKey, body: dict[str, Any]) -> None:
         """Hold the latest body of an unfinished request, or only its key once the store is full, so a

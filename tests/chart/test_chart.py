@@ -186,6 +186,7 @@ def test_environment_is_what_the_operator_accepts(scenario: tuple[str, Rendered]
     assert [t.total_seconds() for t in timing] == [15, 10, 2]
     run = build_parser().parse_args(["run", "--log-format", env["TRUSTED_ISSUER_LOG_FORMAT"]])
     assert run.log_format == "full"
+    assert settings.issuer_kinds == ("TrustedIssuer", "TrustedClusterIssuer")
     pod_name = next(e for e in variables if e["name"] == "POD_NAME")
     assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
@@ -489,6 +490,14 @@ def test_a_shard_watches_its_namespaces_under_its_own_lease() -> None:
     assert container["args"] == ["run", "--namespace", "team-a", "--namespace", "team-b"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["TRUSTED_ISSUER_LEASE_NAME"] == "issuer-shard-a"
+
+
+def test_cluster_issuers_can_be_left_to_another_release() -> None:
+    shard = render({"operator": {"watchNamespaces": ["team-a"], "issuerKinds": ["TrustedIssuer"]}})
+    cluster = render({"operator": {"issuerKinds": ["TrustedClusterIssuer"]}, "fullnameOverride": "cluster"})
+    for rendered, kinds in ((shard, ("TrustedIssuer",)), (cluster, ("TrustedClusterIssuer",))):
+        env = {e["name"]: e["value"] for e in rendered.container()["env"] if "value" in e}
+        assert Settings.from_env(env).issuer_kinds == kinds
 
 
 def test_lease_rights_are_a_role_in_the_release_namespace_only() -> None:
