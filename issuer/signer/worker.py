@@ -11,6 +11,7 @@ import functools
 import pickle
 import resource
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,8 +19,8 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
-from issuer.errors import RetryableError
-from issuer.signer import attestation, hsm
+from issuer.errors import ConfigurationError, IssuerError, RetryableError, TrustedIssuerError
+from issuer.signer import attestation, hsm, token_storage
 from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig, WrappingKey
 from issuer.signer.policy import Policy
 from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
@@ -60,21 +61,48 @@ def initialise() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: Reasons for which a token that cannot be opened may only seem absent: SoftHSM2 shows a token as
+#: missing or uninitialised to a process that reads its token.object while another process rewrites it.
+_SEEMS_ABSENT = frozenset({"TokenNotFound", "PINNotInitialized", "TokenUnavailable", "TokenError"})
+#: Opening again after a rescan, this many times, a little later each time, before giving up.
+OPEN_RETRIES = 2
+OPEN_RETRY_DELAY = 0.05
+
+
 def session(config: TokenConfig) -> hsm.TokenSession:
-    """The worker's session on a token, opened (and logged in) on first use."""
+    """The worker's session on a token, opened (and logged in) on first use.
+
+    A token that seems absent is looked for again after a rescan, twice, before its absence is
+    reported; a SoftHSM2 token whose storage directory is gone is reported as ``TokenStorageMissing``
+    (naming the directory) rather than ``TokenNotFound``.
+    """
     existing = _sessions.get(config)
     if existing is not None:
         return existing
-    opened = hsm.TokenSession(config)
-    _sessions[config] = opened
-    return opened
+    for attempt in range(OPEN_RETRIES + 1):
+        try:
+            opened = hsm.TokenSession(config)
+        except TrustedIssuerError as err:
+            absent = err.reason in _SEEMS_ABSENT
+            if absent and attempt < OPEN_RETRIES:
+                forget(config, rescan=True)
+                time.sleep(OPEN_RETRY_DELAY * (attempt + 1))
+                continue
+            problem = token_storage.storage_problem(config.module)
+            if problem is not None and (absent or isinstance(err, ConfigurationError)):
+                raise IssuerError(f"opening {config.describe()}: {problem}", "TokenStorageMissing") from None
+            raise
+        _sessions[config] = opened
+        return opened
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def forget(config: TokenConfig, *, rescan: bool) -> None:
     """Drop a token's session so the next task logs in afresh. ``rescan`` also closes every session on
-    the same module and re-initialises it, so the module reads its tokens anew: a token that went
-    away and came back is found again, and so is a key that another worker process just created
-    (SoftHSM2's per-process object cache was seen to miss one). A PIN problem needs no rescan."""
+    the same module and finalizes it; the next session initialises it again, so the module reads its
+    tokens anew: a token that went away and came back is found again, and so is a key that another
+    worker process just created (SoftHSM2's per-process object cache was seen to miss one). A PIN
+    problem needs no rescan."""
     stale = _sessions.pop(config, None)
     if stale is not None:
         stale.close()
@@ -87,17 +115,28 @@ def forget(config: TokenConfig, *, rescan: bool) -> None:
 
 def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
     """Run ``run(session)``; a fault that may have killed the session drops it so the next task
-    reopens it (the token came back, the PIN file changed)."""
-    try:
-        return run(session(config))
-    except RetryableError:
-        forget(config, rescan=True)
-        raise
-    except Exception as err:
-        reason = getattr(err, "reason", "")
-        if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound", "KeyNotFound"}:
-            forget(config, rescan=reason in {"TokenNotFound", "KeyNotFound"})
-        raise
+    reopens it (the token came back, the PIN file changed).
+
+    ``KeyNotFound`` is authoritative: before it is raised, ``run`` is tried once more on a session
+    opened after a rescan. SoftHSM2's per-process object cache can miss a key that another worker
+    process has just created, and a caller that took that miss as "already destroyed" would leave the
+    key behind. Every operation finds its keys before it changes anything, so running it again is safe.
+    """
+    for attempt in (1, 2):
+        try:
+            return run(session(config))
+        except RetryableError:
+            forget(config, rescan=True)
+            raise
+        except Exception as err:
+            reason = getattr(err, "reason", "")
+            if reason == "KeyNotFound" and attempt == 2:
+                raise  # the session that missed it was opened after a rescan: the key is not there
+            if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound", "KeyNotFound"}:
+                forget(config, rescan=reason in {"TokenNotFound", "KeyNotFound"})
+            if reason != "KeyNotFound":
+                raise
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 @functools.lru_cache(maxsize=128)
