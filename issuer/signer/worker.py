@@ -1,21 +1,28 @@
 """What runs inside a signing worker process: one PKCS#11 context and one session per token.
 
-Each function here is a task the pool sends to a worker. They take and return plain, picklable data
-(``TokenConfig``, ``KeyHandle``, PEM bytes, ``SigningRequest``, ``PEMBundle``). A worker serves one task
-at a time, so its sessions are never shared between threads.
+Each task function here is a task the pool sends to a worker. They take and return plain, picklable
+data (``TokenConfig``, ``KeyHandle``, PEM bytes, ``SigningRequest``, ``PEMBundle``). A worker serves one
+task at a time (:func:`serve`), so its sessions are never shared between threads.
+
+This module is the worker process's whole program (:func:`main`): it imports only what signing needs
+(pkcs11, cryptography, the signer) and never the pool, asyncio or anything of the controller, because
+every module imported here is resident in every worker.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 import resource
 import signal
+import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
@@ -37,7 +44,13 @@ from issuer.signer.x509 import (
     parse_subject,
 )
 
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
 R = TypeVar("R")
+#: Bytes of the task id ahead of each pickled task, outside the pickle: a task a worker cannot unpickle
+#: (a function it cannot import) still gets an answer rather than killing the worker.
+TASK_ID_BYTES = 8
 
 
 @dataclass(frozen=True)
@@ -321,3 +334,86 @@ def try_wrap_out(config: TokenConfig, handle: KeyHandle) -> None:
 def ping() -> bool:
     """A no-op task: proves a worker process is up (used to warm the pool)."""
     return True
+
+
+# -- the worker process ------------------------------------------------------------------------------
+
+
+def serve(conn: Connection | PipeEnd) -> None:
+    """A worker process's main loop: run each task read from ``conn`` and write back its outcome.
+
+    Messages in: a :data:`TASK_ID_BYTES`-byte task id then the pickled ``(fn, args)``, or no bytes at
+    all to exit. Out: ``(task_id, True, result)`` or ``(task_id, False, exception)``. One task at a
+    time, so PKCS#11 is only ever used by one thread.
+    """
+    initialise()
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except EOFError:
+            return  # the parent is gone
+        if not message:
+            return
+        task_id = int.from_bytes(message[:TASK_ID_BYTES])
+        try:
+            fn, args = pickle.loads(memoryview(message)[TASK_ID_BYTES:])  # noqa: S301  # from our parent
+            reply = (task_id, True, fn(*args))
+        except BaseException as err:  # the caller's future carries it, as ProcessPoolExecutor would
+            reply = (task_id, False, err)
+        try:
+            conn.send(reply)
+        except OSError:
+            return  # the parent is gone (it exited without closing the pool)
+        except Exception as err:  # an unpicklable result or exception must not kill the worker
+            conn.send((task_id, False, TypeError(f"the task's outcome cannot be sent back: {err!r}")))
+
+
+class PipeEnd:
+    """A worker's end of the pool's pipe (a ``multiprocessing.connection.Connection`` in the parent),
+    framed as that class frames messages: a big-endian signed 32-bit length, or -1 and a 64-bit length.
+
+    Not ``Connection`` itself because importing ``multiprocessing.connection`` brings tempfile, shutil,
+    bz2, lzma and subprocess into every worker (1 MiB resident each) for nothing a worker uses.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def recv_bytes(self) -> bytes:
+        (size,) = struct.unpack("!i", self._read(4))
+        if size == -1:
+            (size,) = struct.unpack("!Q", self._read(8))
+        return self._read(size)
+
+    def recv(self) -> Any:
+        return pickle.loads(self.recv_bytes())  # noqa: S301  # from our parent
+
+    def send(self, value: object) -> None:
+        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        size = len(data)
+        header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        self._write(header + data)
+
+    def _read(self, size: int) -> bytes:
+        chunks: list[bytes] = []
+        while size:
+            chunk = os.read(self._fd, size)
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+
+def main() -> None:
+    """The program of a worker the pool started as a fresh interpreter (``python -c``): ``sys.argv[1]``
+    is the file descriptor of its end of the pool's pipe. The parent's ``sys.path`` comes first on the
+    pipe, so tasks defined in modules the parent found (tests, benchmarks) import here too."""
+    conn = PipeEnd(int(sys.argv[1]))
+    sys.path[:] = conn.recv()
+    serve(conn)
