@@ -1,6 +1,6 @@
 """What runs inside a signing worker process: one PKCS#11 context and one session per token.
 
-Each task function here is a task the pool sends to a worker. They take and return plain, picklable
+The task functions here are what the pool sends to a worker. They take and return plain, picklable
 data (``TokenConfig``, ``KeyHandle``, PEM bytes, ``SigningRequest``, ``PEMBundle``). A worker serves one
 task at a time (:func:`serve`), so its sessions are never shared between threads.
 
