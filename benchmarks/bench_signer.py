@@ -211,8 +211,17 @@ def _tree_rss(workers: int) -> dict[str, Any]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except FileNotFoundError:
             continue
-        role = "parent" if pid == me else "worker" if b"spawn_main" in b" ".join(argv) else "helper"
-        if role == "worker" and b"resource_tracker" in b" ".join(argv):
+        # A worker is `python -c "from issuer.signer.worker import main; ..."` (the pool's spawn) or a
+        # multiprocessing child (forkserver); multiprocessing's resource tracker and fork server are helpers.
+        command = b" ".join(argv)
+        role = (
+            "parent"
+            if pid == me
+            else "worker"
+            if b"issuer.signer.worker" in command or b"spawn_main" in command
+            else "helper"
+        )
+        if role == "worker" and b"resource_tracker" in command:
             role = "helper"
         processes.append({"pid": pid, "role": role, "vm_hwm_kib": _status_kib(pid, "VmHWM")})
     return {

@@ -838,9 +838,14 @@ def _pin_digest(pin: str) -> bytes:
 
 
 def _load_module(path: str) -> Any:
-    """Load (once per process) the PKCS#11 module at ``path``."""
-    if path in _MODULES:
-        return _MODULES[path]
+    """Load (once per process) the PKCS#11 module at ``path``, initialising it again if
+    :func:`reset_module` finalized it."""
+    loaded = _MODULES.get(path)
+    if loaded is not None:
+        if not loaded.initialized:
+            with token_errors(f"initialising PKCS#11 module {path} again"):
+                loaded.initialize()
+        return loaded
     if not Path(path).is_file():
         raise ConfigurationError(f"PKCS#11 module {path} does not exist")
     try:
@@ -852,16 +857,19 @@ def _load_module(path: str) -> Any:
 
 
 def reset_module(path: str) -> None:
-    """Finalize and re-initialize a module so it rescans its slots (after a token went away)."""
+    """Finalize a module (C_Finalize) so that it reads its slots and tokens anew when next used.
+
+    Every session on the module dies with it. It is initialised again lazily, by the next
+    :class:`TokenSession`, so a module that cannot start now (its token storage is gone) fails there,
+    classified, rather than here where nobody would see why.
+    """
     lib = _MODULES.get(path)
     if lib is None:
         return
     for token_key in [k for k in _LOGGED_IN if k[0] == path]:
         del _LOGGED_IN[token_key]
-    try:
-        lib.reinitialize()
-    except p11err.PKCS11Error:
-        _MODULES.pop(path, None)
+    with contextlib.suppress(p11err.PKCS11Error):
+        lib.finalize()  # python-pkcs11 marks it uninitialised even when C_Finalize fails
 
 
 def _check_label(label: str) -> None:

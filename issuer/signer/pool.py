@@ -2,8 +2,11 @@
 
 Every PKCS#11 call runs in a worker process with its own PKCS#11 context (python-pkcs11 0.10.1 with
 SoftHSM2 2.6.1 crashes when two threads sign on two sessions at once; one context per process scaled
-RSA-2048 signing with the cores). Workers start with ``spawn`` (or ``forkserver``), never by forking
-a process that has initialised PKCS#11 or runs threads.
+RSA-2048 signing with the cores). Workers start as fresh interpreters, never by forking a process
+that has initialised PKCS#11 or runs threads: with ``spawn`` the pool starts ``python -c`` running
+:func:`worker.main` itself (no multiprocessing bootstrap or resource tracker: every process and every
+module imported in a worker counts in the operator's resident memory), with ``forkserver`` it uses
+multiprocessing's fork server.
 
 Dispatch is one duplex pipe per worker and one reader thread in the parent (measured against
 ``ProcessPoolExecutor``, whose feeder and manager threads cost the parent 110-190 us of CPU per task
@@ -20,18 +23,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import itertools
 import multiprocessing
 import os
 import pickle
 import selectors
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal, TypeVar
 
@@ -56,47 +63,53 @@ QUICK_DEATH = 1.0
 MAX_RESPAWN_DELAY = 5.0
 
 _Task = tuple[int, concurrent.futures.Future[Any], bytes]  # task id, its future, the framed task
-#: Bytes of the task id ahead of each pickled task, outside the pickle: a task a worker cannot unpickle
-#: (a function it cannot import) still gets an answer rather than killing the worker.
-_ID_BYTES = 8
 
 
 def _worker_died() -> RetryableError:
     return RetryableError("a signing worker died while working; retry", "WorkerDied")
 
 
-def serve(conn: Connection) -> None:
-    """A worker process's main loop: run each task read from ``conn`` and write back its outcome.
+class _ExecutedProcess:
+    """A worker started as a fresh interpreter running only :func:`worker.main`.
 
-    Messages in: an 8-byte task id then the pickled ``(fn, args)``, or no bytes at all to exit. Out:
-    ``(task_id, True, result)`` or ``(task_id, False, exception)``. One task at a time, so PKCS#11 is
-    only ever used by one thread.
+    multiprocessing's ``spawn`` would also start its resource tracker (one more Python process, about
+    13 MiB resident, that tracks semaphores and shared memory the pool never makes) and run its child
+    bootstrap; here the child is ``python -c`` with its pipe end and a sentinel pipe, nothing else.
+    What the pool needs of a process is what ``multiprocessing.Process`` offers: ``pid``, ``sentinel``
+    (readable once the process is gone) and ``join``.
     """
-    worker.initialise()
-    while True:
+
+    def __init__(self, child_end: Connection) -> None:
+        sentinel, held_by_child = os.pipe()
         try:
-            message = conn.recv_bytes()
-        except EOFError:
-            return  # the parent is gone
-        if not message:
-            return
-        task_id = int.from_bytes(message[:_ID_BYTES])
-        try:
-            fn, args = pickle.loads(memoryview(message)[_ID_BYTES:])  # noqa: S301  # from our parent
-            reply = (task_id, True, fn(*args))
-        except BaseException as err:  # the caller's future carries it, as ProcessPoolExecutor would
-            reply = (task_id, False, err)
-        try:
-            conn.send(reply)
-        except Exception as err:  # an unpicklable result or exception must not kill the worker
-            conn.send((task_id, False, TypeError(f"the task's outcome cannot be sent back: {err!r}")))
+            self._popen = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_PROGRAM, str(child_end.fileno())],
+                pass_fds=(child_end.fileno(), held_by_child),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            os.close(sentinel)
+            raise
+        finally:
+            os.close(held_by_child)
+        self.pid = self._popen.pid
+        self.sentinel = sentinel
+        # Closed when the pool lets go of the process, after the reader thread unregistered it.
+        weakref.finalize(self, os.close, sentinel)
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+
+_WORKER_PROGRAM = "from issuer.signer.worker import main; main()"
 
 
 @dataclass(eq=False)
 class _Worker:
     """One worker process as the parent sees it: its pipe, and the tasks written to it not yet answered."""
 
-    process: BaseProcess
+    process: BaseProcess | _ExecutedProcess
     conn: Connection
     started: float
     sent: dict[int, concurrent.futures.Future[Any]] = field(default_factory=dict)
@@ -126,10 +139,9 @@ class SignerPool:
         self.workers = workers
         self.clock = clock
         self.restarts = 0
-        self._context: SpawnContext | ForkServerContext = (
-            multiprocessing.get_context("spawn")
-            if start_method == "spawn"
-            else multiprocessing.get_context("forkserver")
+        # spawn: a fresh interpreter of our own making (_ExecutedProcess); forkserver: multiprocessing's.
+        self._context: ForkServerContext | None = (
+            None if start_method == "spawn" else multiprocessing.get_context("forkserver")
         )
         self._lock = threading.Lock()  # guards everything below; never held while writing to a pipe
         self._slots: list[_Worker | None] = []  # None: dead, respawning at _respawn_at[i]
@@ -182,11 +194,20 @@ class SignerPool:
         self.close()
 
     def _spawn(self) -> _Worker:
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        process = self._context.Process(target=serve, args=(child_end,), daemon=True, name="signer-worker")
-        process.start()
-        # The parent must not hold the child's end, or the pipe would never report EOF when it dies.
-        child_end.close()
+        parent_end, child_end = multiprocessing.Pipe(duplex=True)
+        process: BaseProcess | _ExecutedProcess
+        try:
+            if self._context is None:
+                parent_end.send(sys.path)  # waits in the pipe for the child: it reads it first
+                process = _ExecutedProcess(child_end)
+            else:
+                process = self._context.Process(
+                    target=worker.serve, args=(child_end,), daemon=True, name="signer-worker"
+                )
+                process.start()
+        finally:
+            # The parent must not hold the child's end, or the pipe would never report EOF when it dies.
+            child_end.close()
         return _Worker(process, parent_end, time.monotonic())
 
     def _started(self) -> None:
@@ -209,7 +230,9 @@ class SignerPool:
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
         task_id = next(self._task_ids)
         try:
-            payload = task_id.to_bytes(_ID_BYTES) + pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+            payload = task_id.to_bytes(worker.TASK_ID_BYTES) + pickle.dumps(
+                (fn, args), pickle.HIGHEST_PROTOCOL
+            )
         except Exception as err:  # as ProcessPoolExecutor reports it: on the future, not raised
             future.set_exception(err)
             return future

@@ -1,25 +1,33 @@
 """What runs inside a signing worker process: one PKCS#11 context and one session per token.
 
-Each function here is a task the pool sends to a worker. They take and return plain, picklable data
-(``TokenConfig``, ``KeyHandle``, PEM bytes, ``SigningRequest``, ``PEMBundle``). A worker serves one task
-at a time, so its sessions are never shared between threads.
+The task functions here are what the pool sends to a worker. They take and return plain, picklable
+data (``TokenConfig``, ``KeyHandle``, PEM bytes, ``SigningRequest``, ``PEMBundle``). A worker serves one
+task at a time (:func:`serve`), so its sessions are never shared between threads.
+
+This module is the worker process's whole program (:func:`main`): it imports only what signing needs
+(pkcs11, cryptography, the signer) and never the pool, asyncio or anything of the controller, because
+every module imported here is resident in every worker.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 import resource
 import signal
+import struct
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
-from issuer.errors import RetryableError
-from issuer.signer import attestation, hsm
+from issuer.errors import ConfigurationError, IssuerError, RetryableError, TrustedIssuerError
+from issuer.signer import attestation, hsm, token_storage
 from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig, WrappingKey
 from issuer.signer.policy import Policy
 from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
@@ -36,7 +44,13 @@ from issuer.signer.x509 import (
     parse_subject,
 )
 
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
 R = TypeVar("R")
+#: Bytes of the task id ahead of each pickled task, outside the pickle: a task a worker cannot unpickle
+#: (a function it cannot import) still gets an answer rather than killing the worker.
+TASK_ID_BYTES = 8
 
 
 @dataclass(frozen=True)
@@ -60,21 +74,48 @@ def initialise() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: Reasons for which a token that cannot be opened may only seem absent: SoftHSM2 shows a token as
+#: missing or uninitialised to a process that reads its token.object while another process rewrites it.
+_SEEMS_ABSENT = frozenset({"TokenNotFound", "PINNotInitialized", "TokenUnavailable", "TokenError"})
+#: Opening again after a rescan, this many times, a little later each time, before giving up.
+OPEN_RETRIES = 2
+OPEN_RETRY_DELAY = 0.05
+
+
 def session(config: TokenConfig) -> hsm.TokenSession:
-    """The worker's session on a token, opened (and logged in) on first use."""
+    """The worker's session on a token, opened (and logged in) on first use.
+
+    A token that seems absent is looked for again after a rescan, twice, before its absence is
+    reported; a SoftHSM2 token whose storage directory is gone is reported as ``TokenStorageMissing``
+    (naming the directory) rather than ``TokenNotFound``.
+    """
     existing = _sessions.get(config)
     if existing is not None:
         return existing
-    opened = hsm.TokenSession(config)
-    _sessions[config] = opened
-    return opened
+    for attempt in range(OPEN_RETRIES + 1):
+        try:
+            opened = hsm.TokenSession(config)
+        except TrustedIssuerError as err:
+            absent = err.reason in _SEEMS_ABSENT
+            if absent and attempt < OPEN_RETRIES:
+                forget(config, rescan=True)
+                time.sleep(OPEN_RETRY_DELAY * (attempt + 1))
+                continue
+            problem = token_storage.storage_problem(config.module)
+            if problem is not None and (absent or isinstance(err, ConfigurationError)):
+                raise IssuerError(f"opening {config.describe()}: {problem}", "TokenStorageMissing") from None
+            raise
+        _sessions[config] = opened
+        return opened
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def forget(config: TokenConfig, *, rescan: bool) -> None:
     """Drop a token's session so the next task logs in afresh. ``rescan`` also closes every session on
-    the same module and re-initialises it, so the module reads its tokens anew: a token that went
-    away and came back is found again, and so is a key that another worker process just created
-    (SoftHSM2's per-process object cache was seen to miss one). A PIN problem needs no rescan."""
+    the same module and finalizes it; the next session initialises it again, so the module reads its
+    tokens anew: a token that went away and came back is found again, and so is a key that another
+    worker process just created (SoftHSM2's per-process object cache was seen to miss one). A PIN
+    problem needs no rescan."""
     stale = _sessions.pop(config, None)
     if stale is not None:
         stale.close()
@@ -87,17 +128,28 @@ def forget(config: TokenConfig, *, rescan: bool) -> None:
 
 def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
     """Run ``run(session)``; a fault that may have killed the session drops it so the next task
-    reopens it (the token came back, the PIN file changed)."""
-    try:
-        return run(session(config))
-    except RetryableError:
-        forget(config, rescan=True)
-        raise
-    except Exception as err:
-        reason = getattr(err, "reason", "")
-        if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound", "KeyNotFound"}:
-            forget(config, rescan=reason in {"TokenNotFound", "KeyNotFound"})
-        raise
+    reopens it (the token came back, the PIN file changed).
+
+    ``KeyNotFound`` is authoritative: before it is raised, ``run`` is tried once more on a session
+    opened after a rescan. SoftHSM2's per-process object cache can miss a key that another worker
+    process has just created, and a caller that took that miss as "already destroyed" would leave the
+    key behind. Every operation finds its keys before it changes anything, so running it again is safe.
+    """
+    for attempt in (1, 2):
+        try:
+            return run(session(config))
+        except RetryableError:
+            forget(config, rescan=True)
+            raise
+        except Exception as err:
+            reason = getattr(err, "reason", "")
+            if reason == "KeyNotFound" and attempt == 2:
+                raise  # the session that missed it was opened after a rescan: the key is not there
+            if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound", "KeyNotFound"}:
+                forget(config, rescan=reason in {"TokenNotFound", "KeyNotFound"})
+            if reason != "KeyNotFound":
+                raise
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 @functools.lru_cache(maxsize=128)
@@ -282,3 +334,86 @@ def try_wrap_out(config: TokenConfig, handle: KeyHandle) -> None:
 def ping() -> bool:
     """A no-op task: proves a worker process is up (used to warm the pool)."""
     return True
+
+
+# -- the worker process ------------------------------------------------------------------------------
+
+
+def serve(conn: Connection | PipeEnd) -> None:
+    """A worker process's main loop: run each task read from ``conn`` and write back its outcome.
+
+    Messages in: a :data:`TASK_ID_BYTES`-byte task id then the pickled ``(fn, args)``, or no bytes at
+    all to exit. Out: ``(task_id, True, result)`` or ``(task_id, False, exception)``. One task at a
+    time, so PKCS#11 is only ever used by one thread.
+    """
+    initialise()
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except EOFError:
+            return  # the parent is gone
+        if not message:
+            return
+        task_id = int.from_bytes(message[:TASK_ID_BYTES])
+        try:
+            fn, args = pickle.loads(memoryview(message)[TASK_ID_BYTES:])  # noqa: S301  # from our parent
+            reply = (task_id, True, fn(*args))
+        except BaseException as err:  # the caller's future carries it, as ProcessPoolExecutor would
+            reply = (task_id, False, err)
+        try:
+            conn.send(reply)
+        except OSError:
+            return  # the parent is gone (it exited without closing the pool)
+        except Exception as err:  # an unpicklable result or exception must not kill the worker
+            conn.send((task_id, False, TypeError(f"the task's outcome cannot be sent back: {err!r}")))
+
+
+class PipeEnd:
+    """A worker's end of the pool's pipe (a ``multiprocessing.connection.Connection`` in the parent),
+    framed as that class frames messages: a big-endian signed 32-bit length, or -1 and a 64-bit length.
+
+    Not ``Connection`` itself because importing ``multiprocessing.connection`` brings tempfile, shutil,
+    bz2, lzma and subprocess into every worker (1 MiB resident each) for nothing a worker uses.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def recv_bytes(self) -> bytes:
+        (size,) = struct.unpack("!i", self._read(4))
+        if size == -1:
+            (size,) = struct.unpack("!Q", self._read(8))
+        return self._read(size)
+
+    def recv(self) -> Any:
+        return pickle.loads(self.recv_bytes())  # noqa: S301  # from our parent
+
+    def send(self, value: object) -> None:
+        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        size = len(data)
+        header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        self._write(header + data)
+
+    def _read(self, size: int) -> bytes:
+        chunks: list[bytes] = []
+        while size:
+            chunk = os.read(self._fd, size)
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+
+def main() -> None:
+    """The program of a worker the pool started as a fresh interpreter (``python -c``): ``sys.argv[1]``
+    is the file descriptor of its end of the pool's pipe. The parent's ``sys.path`` comes first on the
+    pipe, so tasks defined in modules the parent found (tests, benchmarks) import here too."""
+    conn = PipeEnd(int(sys.argv[1]))
+    sys.path[:] = conn.recv()
+    serve(conn)

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -20,6 +21,7 @@ from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import SigningRequest
 from tests.conftest import CAFactory
 from tests.csrs import make_csr
+from tests.integration import worker_probe
 from tests.verifiers import openssl_verify
 
 
@@ -116,3 +118,38 @@ def test_a_killed_worker_fails_its_task_as_retryable_and_the_pool_heals(
 def test_pool_refuses_fork() -> None:
     with pytest.raises(ValueError, match="never fork"):
         SignerPool(1, start_method="fork")  # type: ignore[arg-type]
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        found.update(int(pid) for pid in (task / "children").read_text().split())
+    return found
+
+
+def test_a_worker_is_a_lean_process_of_its_own(token_config: TokenConfig) -> None:
+    # Every process and every module a worker holds is resident memory of the operator, per worker:
+    # the pool starts nothing but its workers (no multiprocessing resource tracker), and a worker
+    # imports what signing needs, not the pool, asyncio or anything of the controller.
+    before = _children()
+    with SignerPool(2) as own:
+        pids = {own.call(os.getpid) for _ in range(8)}
+        assert len(pids) == 2
+        assert _children() - before == pids
+        loaded = set(own.call(worker_probe.loaded_modules))
+        # The worker frames messages itself: large ones cross the pipe in many reads and writes.
+        assert own.call(len, b"x" * 3_000_000) == 3_000_000
+        assert own.call(bytes, 3_000_000) == bytes(3_000_000)
+    assert {"pkcs11", "cryptography.x509", "issuer.signer.worker"} <= loaded
+    unwanted = {"asyncio", "concurrent.futures", "issuer.signer.pool", "issuer.controller", "kopf"}
+    unwanted |= {"kubernetes", "aiohttp", "prometheus_client", "multiprocessing", "logging", "tempfile"}
+    assert unwanted.isdisjoint(loaded), sorted(unwanted & loaded)
+
+
+def test_a_forkserver_pool_signs_too(cas: CAFactory) -> None:
+    ca = cas.get(Algorithm.ECDSA_P256)
+    with SignerPool(1, start_method="forkserver") as own:
+        bundle = own.sign(
+            IssuerKey(ca.token, ca.key, ca.pem, Policy()), SigningRequest(make_csr(dns=["f.example.com"]))
+        )
+    openssl_verify(bundle.chain_pem, bundle.ca_pem)
