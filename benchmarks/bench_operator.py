@@ -170,7 +170,8 @@ def _role(pid: int, pgid: int) -> str:
         return "main"
     if b"resource_tracker" in argv:
         return "helper"
-    return "worker" if b"spawn_main" in argv else "other"
+    # The pool starts its own lean workers (issuer.signer.worker); multiprocessing's under forkserver.
+    return "worker" if b"issuer.signer.worker" in argv or b"spawn_main" in argv else "other"
 
 
 @dataclass
