@@ -25,6 +25,7 @@ It replaces the rest of kmock, for reasons measured with kmock 0.8 and kopf 1.45
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import copy
@@ -55,7 +56,7 @@ from issuer.sandbox.resources import (
 )
 from issuer.sandbox.routing import ApiCall, ApiPath, describe_call, parse_api_path
 from issuer.sandbox.selectors import FieldSelector, LabelSelector
-from issuer.sandbox.store import ObjectStore
+from issuer.sandbox.store import ObjectKey, ObjectStore
 from issuer.sandbox.watch import WatchOptions, watch_events
 
 logger = logging.getLogger(__name__)
@@ -368,17 +369,10 @@ class Sandbox(kmock.RawHandler):
         strict = params.get("fieldValidation", "").lower() == "strict"
         labels, fields = self._selectors(rtype, params)
         if call.verb == "list":
-            items, version = self.store.select(rtype, namespace, labels, fields)
             if tables.wants_table(request.headers.get("Accept", "")):
+                items, version = self.store.select(rtype, namespace, labels, fields)
                 return _json_response(tables.table(rtype, items, version))
-            return _json_response(
-                {
-                    "apiVersion": rtype.api_version,
-                    "kind": f"{rtype.kind}List",
-                    "metadata": {"resourceVersion": str(version)},
-                    "items": items,
-                }
-            )
+            return _json_response(self._list(rtype, namespace, labels, fields, params))
         if call.verb == "watch":
             if name is not None:
                 labels, fields = self._selectors(rtype, {**params, "fieldSelector": f"metadata.name={name}"})
@@ -431,6 +425,42 @@ class Sandbox(kmock.RawHandler):
                 self.store.delete(rtype, namespace, name, preconditions=options.get("preconditions"))
             )
         raise errors.method_not_allowed(call.method, rtype.group_resource)
+
+    def _list(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        labels: LabelSelector | None,
+        fields: FieldSelector | None,
+        params: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """A list, whole or (with ``limit``) in chunks joined by ``metadata.continue`` tokens."""
+        metadata: dict[str, Any] = {}
+        if not params.get("limit") and not params.get("continue"):
+            items, version = self.store.select(rtype, namespace, labels, fields)
+        else:
+            try:
+                limit = int(params.get("limit") or 500)
+                if limit < 1:
+                    raise ValueError(limit)
+                snapshot, after = (
+                    _decode_continue(params["continue"]) if params.get("continue") else (None, None)
+                )
+            except (ValueError, KeyError, TypeError) as e:
+                raise errors.bad_request(f"invalid limit or continue parameter: {e}") from e
+            items, version, last, remaining = self.store.select_page(
+                rtype, namespace, labels, fields, limit=limit, after=after, snapshot=snapshot
+            )
+            version = snapshot if snapshot is not None else version
+            if last is not None:
+                metadata["continue"] = _encode_continue(version, last)
+                metadata["remainingItemCount"] = remaining
+        return {
+            "apiVersion": rtype.api_version,
+            "kind": f"{rtype.kind}List",
+            "metadata": {"resourceVersion": str(version), **metadata},
+            "items": items,
+        }
 
     def _selectors(
         self, rtype: ResourceType, params: Mapping[str, str]
@@ -508,3 +538,16 @@ class Sandbox(kmock.RawHandler):
             await events.aclose()
         await response.write_eof()
         return response
+
+
+def _encode_continue(version: int, last: ObjectKey) -> str:
+    # Opaque to clients, as kube-apiserver's: the listing's version and the last key served.
+    return base64.urlsafe_b64encode(json.dumps({"rv": version, "start": list(last)}).encode()).decode()
+
+
+def _decode_continue(token: str) -> tuple[int, ObjectKey]:
+    decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+    start = decoded["start"]
+    if not (isinstance(start, list) and len(start) == 4 and all(isinstance(p, str) for p in start)):
+        raise ValueError("malformed continue token")
+    return int(decoded["rv"]), (start[0], start[1], start[2], start[3])

@@ -157,6 +157,43 @@ class ObjectStore:
             ]
             return items, self._resource_version
 
+    def select_page(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        labels: LabelSelector | None,
+        fields: FieldSelector | None,
+        *,
+        limit: int,
+        after: ObjectKey | None = None,
+        snapshot: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int, ObjectKey | None, int]:
+        """One page of a chunked list (``limit``/``continue``): up to ``limit`` selected objects whose
+        keys sort after ``after``; the version; the last key when more remain; how many remain.
+
+        Unlike kube-apiserver, a later page is read from the current objects, not from the first
+        page's snapshot: a client that watches from the listing's version sees what changed
+        meanwhile as watch events, so it ends in the same state. A ``snapshot`` older than the kept
+        history is refused with 410, as kube-apiserver refuses a compacted continue token."""
+        with self._lock:
+            if snapshot is not None and snapshot < self._compacted:
+                raise errors.expired(
+                    "the provided continue parameter is too old to display a consistent list result; "
+                    "start a new list without it"
+                )
+            keys = [
+                key
+                for key, obj in sorted(self._objects.items())
+                if key[:2] == rtype.key
+                and (namespace is None or key[2] == namespace)
+                and (after is None or key > after)
+                and selects(obj, labels, fields)
+            ]
+            page = keys[:limit]
+            items = [self._present(rtype, self._objects[key]) for key in page]
+            remaining = len(keys) - len(page)
+            return items, self._resource_version, (page[-1] if remaining else None), remaining
+
     def events_since(self, resource_version: int) -> tuple[list[WatchEvent], int]:
         """Every change after ``resource_version`` and the current version; 410 when no longer kept."""
         with self._lock:
