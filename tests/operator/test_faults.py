@@ -28,7 +28,7 @@ from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer.devtoken import DevToken, init_dev_token
 from issuer.signer.keys import PinSource, TokenConfig
 from tests.csrs import make_csr
-from tests.operator.conftest import OUR_CRDS, Cluster, Operator, operator_env
+from tests.operator.conftest import OUR_CRDS, Cluster, Operator, operator_env, wait_until
 from tests.operator.kube import (
     CR_PATH,
     ISSUER_PATH,
@@ -304,7 +304,9 @@ def test_worker_killed_while_signing_request_retried_pool_heals(tmp_path: Path) 
         path = CR_PATH.format(ns=namespace)
         seen = Publications(kube, path)
         assert len(_worker_pids(cluster)) == 2
-        names = [f"r{i:03d}" for i in range(200)]
+        # Large enough that the workers are still signing when the first kill lands (a burst of 200
+        # was over in about 0.3 s once requests left kopf's event machinery).
+        names = [f"r{i:03d}" for i in range(600)]
         cluster.operator.stop()  # the burst waits for the operator, so the workers are busy when killed
         _burst(kube, namespace, names)
         cluster.operator.start()
@@ -325,12 +327,20 @@ def test_worker_killed_while_signing_request_retried_pool_heals(tmp_path: Path) 
         healed = _worker_pids(cluster)
         assert len(healed) == 2 and not set(healed) & set(killed), (healed, killed)
         assert _metric(cluster, "trusted_issuer_signing_worker_restarts_total") >= len(killed)
-        retried = [
-            e
-            for e in kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]
-            if e["reason"] == "Retrying" and "worker died" in e["message"]
-        ]
-        assert retried, "no request was caught mid-signature; the kill proved less than it should"
+
+        def retried() -> bool:
+            # Events are posted from a background queue, so the last may land after the certificates.
+            return any(
+                e["reason"] == "Retrying" and "worker died" in e["message"]
+                for e in kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+            )
+
+        try:
+            wait_until(retried, timeout=20)
+        except AssertionError:
+            raise AssertionError(
+                "no request was caught mid-signature; the kill proved less than it should"
+            ) from None
 
 
 # -- the API server misbehaves ----------------------------------------------------------------------------
