@@ -21,7 +21,7 @@ import yaml
 from issuer.sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 from issuer.signer.keys import TokenConfig
 from tests.csrs import make_csr
-from tests.operator.conftest import OUR_CRDS, Operator, operator_env, token_profile
+from tests.operator.conftest import OUR_CRDS, Operator, operator_env, token_profile, wait_until
 from tests.operator.kube import (
     CLUSTER_ISSUER_PATH,
     CR_PATH,
@@ -106,7 +106,9 @@ def test_each_release_serves_only_its_share(releases: tuple[Kube, Operator, Oper
         issued = kube.wait(f"{CR_PATH.format(ns=namespace)}/{name}", _ready, timeout=90)
         assert issued["status"]["certificate"]
 
-    # Each certificate came from the release that serves its issuer, and from no other.
+    # Each certificate came from the release that serves its issuer, and from no other. The audit line
+    # follows the status write, so it may land a moment after the test saw the certificate.
+    wait_until(lambda: _issued_by(shard) and _issued_by(cluster), timeout=10)
     assert _issued_by(shard) == [f"{TEAM_A}/to-local"]
     assert _issued_by(cluster) == [f"{TEAM_A}/to-root"]
 
