@@ -322,6 +322,25 @@ def _check_csr_agrees(csr: x509.CertificateSigningRequest, request: SigningReque
     return usages
 
 
+def _sub_ca_path_length(csr: x509.CertificateSigningRequest, ca_cert: x509.Certificate) -> int | None:
+    """pathLenConstraint of a CA certificate issued under ``ca_cert``: what the CSR asks for, at most one
+    below the issuing CA's own, so that the chain verifies; none when neither sets one. An issuing CA
+    whose own constraint is 0 may sign no CA certificate at all."""
+    try:
+        own = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+    except x509.ExtensionNotFound:
+        own = None
+    if own == 0:
+        raise PermanentError(
+            "the issuing CA's pathLenConstraint is 0: it may not sign CA certificates (spec.isCA)"
+        )
+    asked = _extension(csr, x509.BasicConstraints)
+    limits = [
+        n for n in (asked.path_length if asked else None, None if own is None else own - 1) if n is not None
+    ]
+    return min(limits) if limits else None
+
+
 def _names(values: set[str] | frozenset[str]) -> str:
     return ", ".join(sorted(values)) or "none"
 
@@ -497,7 +516,12 @@ def issue_checked_certificate(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=request.is_ca, path_length=None), critical=True)
+        .add_extension(
+            x509.BasicConstraints(
+                ca=request.is_ca, path_length=_sub_ca_path_length(csr, ca_cert) if request.is_ca else None
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(ca.authority_key_identifier, critical=False)
     )

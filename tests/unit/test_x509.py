@@ -896,3 +896,47 @@ def test_check_ca_usable(
     with pytest.raises(IssuerError, match=re.escape(problem)) as caught:
         _usable(pki, cert, at, wrong)
     assert caught.value.reason == reason
+
+
+# -- sub-CA path lengths ------------------------------------------------------------------------------------
+
+
+def _sub_ca(pki: PKI, root: IssuingCA, asked: int | None) -> x509.Certificate:
+    csr = pki.csr(
+        key=pki.key("ecdsa-p256", "sub-ca"),
+        subject=pki.name("CN=unit sub-CA"),
+        extensions=[(x509.BasicConstraints(ca=True, path_length=asked), True)],
+    )
+    sub, _ = _issue(
+        pki, csr, ca=root, policy=Policy(allow_ca=True), is_ca=True, usages=("cert sign", "crl sign")
+    )
+    return sub
+
+
+@pytest.mark.parametrize(
+    ("root_path_length", "asked", "issued"),
+    [
+        (None, None, None),  # no constraint anywhere: none added
+        (None, 2, 2),  # the CSR's own limit is kept
+        (3, None, 2),  # one below the issuing CA's, so the chain verifies
+        (3, 1, 1),  # the tighter of the two
+        (1, 5, 0),  # a CSR cannot widen what the issuing CA allows
+    ],
+)
+def test_a_sub_ca_gets_the_tightest_path_length_the_chain_allows(
+    pki: PKI, root_path_length: int | None, asked: int | None, issued: int | None
+) -> None:
+    root = pki.ca(path_length=root_path_length, now=pki.now - NOW_CA_AGE)
+    sub = _sub_ca(pki, root, asked)
+    constraints = sub.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical and constraints.value == x509.BasicConstraints(ca=True, path_length=issued)
+    # The chain itself is valid: each step lies within its parent's constraint.
+    CAChain.from_pem(sub.public_bytes(serialization.Encoding.PEM) + root.pem)
+
+
+def test_a_ca_whose_path_length_is_zero_signs_no_ca(pki: PKI) -> None:
+    root = pki.ca(path_length=0, now=pki.now - NOW_CA_AGE)
+    with pytest.raises(PermanentError, match="pathLenConstraint is 0: it may not sign CA certificates"):
+        _sub_ca(pki, root, None)
+    leaf, _ = _issue(pki, pki.csr(dns=["app.svc.cluster.local"]), ca=root)  # leaves are still fine
+    assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
