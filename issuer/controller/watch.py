@@ -63,29 +63,32 @@ class Reflector:
         #: Complete listings and watch streams started so far (for tests and logs).
         self.listings = 0
         self.watches = 0
+        #: Watch events received so far, bookmarks included (progress, for the backoff).
+        self.events = 0
+        #: The resourceVersion to resume from: the listing's, then the last event's; "" lists again.
+        self.version = ""
 
     async def run(self) -> None:
         backoff = MIN_BACKOFF
-        version = ""
         while True:
+            before = self.events
             try:
-                if not version:
-                    version = await self._list()
-                    backoff = MIN_BACKOFF
-                version, seen = await self._watch(version)
-                if seen:
-                    backoff = MIN_BACKOFF
-                else:  # a stream cut before it said anything: do not hammer the API server
-                    await asyncio.sleep(backoff)
-                    backoff = min(MAX_BACKOFF, backoff * 2)
+                if not self.version:
+                    self.version = await self._list()
+                await self._watch()
+                if self.events == before:
+                    await asyncio.sleep(backoff)  # a stream cut before it said anything
             except Gone:
-                log.info(f"watch path={self.path} version={version} is gone (410): listing again")
-                version = ""
+                log.info(f"watch path={self.path} version={self.version} is gone (410): listing again")
+                self.version = ""
+                if self.events == before:
+                    await asyncio.sleep(backoff)  # gone right after a listing: relist at a pace
             except Exception as err:  # API trouble, or a kind not served (yet): never stop watching
                 why = "not served (404)" if isinstance(err, NotFound) else str(err) or type(err).__name__
                 log.warning(f"watch path={self.path} failed: {why}; again in {backoff:g}s")
                 await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+            # Progress (any event, bookmarks included) resets the backoff; failing in a row grows it.
+            backoff = MIN_BACKOFF if self.events > before else min(MAX_BACKOFF, backoff * 2)
 
     async def _list(self) -> str:
         """Observe every object as ADDED; the listing's resourceVersion."""
@@ -102,18 +105,17 @@ class Reflector:
         log.debug(f"listed path={self.path} objects={len(names)} version={listing.resource_version}")
         return listing.resource_version
 
-    async def _watch(self, version: str) -> tuple[str, bool]:
-        """One watch stream from ``version``: the last version it saw when it ended or dropped, and
-        whether it brought any event (bookmarks included)."""
+    async def _watch(self) -> None:
+        """One watch stream from ``self.version``, which follows every event as it is observed, so a
+        stream that ends, drops or fails half-way resumes after the last event seen and never replays
+        one (a replayed old version of a request would put a stale body back in the store)."""
         self.watches += 1
-        seen = False
-        async for event in self.client.watch(self.path, version, timeout_seconds=self.timeout_seconds):
-            seen = True
-            obj = event.get("object") or {}
-            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+        async for event in self.client.watch(self.path, self.version, timeout_seconds=self.timeout_seconds):
+            self.events += 1
             if event.get("type") != "BOOKMARK":
                 self._observe(event)
-        return version, seen
+            obj = event.get("object") or {}
+            self.version = str((obj.get("metadata") or {}).get("resourceVersion") or self.version)
 
     def _observe(self, event: WatchEvent) -> None:
         try:

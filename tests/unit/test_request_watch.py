@@ -250,3 +250,44 @@ async def test_an_event_about_a_cluster_scoped_object_goes_to_default_and_long_m
     assert event["metadata"]["namespace"] == "default"
     assert event["involvedObject"]["namespace"] == "default"
     assert len(event["message"]) <= 1024 and "..." in event["message"]
+
+
+class _FailingStreams:
+    """A stand-in for the API client (no API server can be told to fail a stream half-way with an
+    ERROR event): one listing, then a stream that delivers two changes and fails, then a stream that
+    records where it was asked to resume."""
+
+    def __init__(self) -> None:
+        self.watched_from: list[str] = []
+
+    async def list_pages(self, path: str, limit: int, *, listing: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        listing.resource_version = "10"
+        yield [{"metadata": {"namespace": NAMESPACE, "name": "a", "resourceVersion": "10"}}]
+
+    async def watch(self, path: str, version: str, *, timeout_seconds: int) -> AsyncIterator[WatchEvent]:
+        self.watched_from.append(version)
+        if len(self.watched_from) == 1:
+            for rv, name in (("11", "b"), ("12", "c")):
+                yield {
+                    "type": "ADDED",
+                    "object": {"metadata": {"namespace": NAMESPACE, "name": name, "resourceVersion": rv}},
+                }
+            raise RuntimeError("the API server sent an ERROR event")
+        await asyncio.Event().wait()
+        yield {}  # pragma: no cover - never reached, but makes this an async generator
+
+
+async def test_a_stream_that_fails_half_way_resumes_after_its_last_event_without_replaying() -> None:
+    client, mirror = _FailingStreams(), Mirror()
+    reflector = Reflector(client, "/requests", mirror.observe)  # type: ignore[arg-type]
+    task = asyncio.create_task(reflector.run())
+    try:
+        for _ in range(100):
+            if len(client.watched_from) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert client.watched_from == ["10", "12"]  # from the listing, then after the last event seen
+    assert mirror.events == [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c")]  # nothing observed twice
+    assert reflector.listings == 1
