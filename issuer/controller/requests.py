@@ -140,7 +140,7 @@ def start(runtime: Runtime, namespaces: Collection[str] = ()) -> list[Reflector]
         runtime.tasks.append(asyncio.create_task(runtime.events.run(), name=f"event-poster-{index}"))
     reflectors = []
     for kind in KINDS.values():
-        for namespace in sorted(namespaces) if kind.namespaced and namespaces else [None]:
+        for namespace in _scopes(kind, namespaces):
             reflector = Reflector(
                 runtime.client,
                 kind.collection(namespace),
@@ -151,6 +151,13 @@ def start(runtime: Runtime, namespaces: Collection[str] = ()) -> list[Reflector]
             name = f"watch-{kind.plural}-{namespace or 'all'}"
             runtime.tasks.append(asyncio.create_task(reflector.run(), name=name))
     return reflectors
+
+
+def _scopes(kind: RequestKind, namespaces: Collection[str]) -> list[str | None]:
+    """The namespaces whose ``kind`` objects we watch and list; [None]: the whole collection."""
+    if kind.namespaced and namespaces:
+        return [*sorted(namespaces)]
+    return [None]
 
 
 def _observe_event(kind: RequestKind, runtime: Runtime, event: WatchEvent) -> None:
@@ -185,13 +192,15 @@ async def refill(runtime: Runtime, interval: float = 1.0) -> None:
         queue.take_overflow()
         log.info(f"queue was full (max {queue.max_size}); listing requests to find those it refused")
         for kind in KINDS.values():
-            try:
-                async for items in runtime.client.list_pages(kind.collection()):
-                    for item in items:
-                        _observe(kind, {"type": "ADDED", "object": item}, runtime)
-            except Exception as err:  # the API is down: try again on the next round
-                log.warning(f"listing {kind.plural} to refill the queue failed: {err}")
-                queue.overflowed = True
+            # The reflectors' scopes, not more: a namespace shard never takes up another's requests.
+            for namespace in _scopes(kind, runtime.namespaces):
+                try:
+                    async for items in runtime.client.list_pages(kind.collection(namespace)):
+                        for item in items:
+                            _observe(kind, {"type": "ADDED", "object": item}, runtime)
+                except Exception as err:  # the API is down: try again on the next round
+                    log.warning(f"listing {kind.plural} to refill the queue failed: {err}")
+                    queue.overflowed = True
 
 
 async def process(runtime: Runtime, key: RequestKey) -> None:
@@ -298,6 +307,7 @@ async def _publish_certificate(
     conflict, only if the request is still unfinished. A signature that cannot be published is
     recorded in the audit log and dropped, never retried blindly."""
     path = kind.path(key[1], key[2])
+    signed_for = body["metadata"].get("uid")
     for _ in range(PUBLISH_ATTEMPTS):
         patch = kind.issued(body.get("status") or {}, bundle, now)
         try:
@@ -311,6 +321,10 @@ async def _publish_certificate(
                 body = await runtime.client.get(path)
             except NotFound:
                 audit.unpublished(record, "deleted")
+                return False
+            if body["metadata"].get("uid") != signed_for:
+                # Deleted and created again under the same name: a new CSR, which its own event brings.
+                audit.unpublished(record, "replaced")
                 return False
             if kind.is_finished(body.get("status")):
                 audit.unpublished(record, "already-finished")
