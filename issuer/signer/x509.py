@@ -322,22 +322,28 @@ def _check_csr_agrees(csr: x509.CertificateSigningRequest, request: SigningReque
     return usages
 
 
-def _sub_ca_path_length(csr: x509.CertificateSigningRequest, ca_cert: x509.Certificate) -> int | None:
-    """pathLenConstraint of a CA certificate issued under ``ca_cert``: what the CSR asks for, at most one
-    below the issuing CA's own, so that the chain verifies; none when neither sets one. An issuing CA
-    whose own constraint is 0 may sign no CA certificate at all."""
-    try:
-        own = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
-    except x509.ExtensionNotFound:
-        own = None
-    if own == 0:
-        raise PermanentError(
-            "the issuing CA's pathLenConstraint is 0: it may not sign CA certificates (spec.isCA)"
-        )
+def _sub_ca_path_length(csr: x509.CertificateSigningRequest, chain: CAChain) -> int | None:
+    """pathLenConstraint of a CA certificate issued under ``chain``: what the CSR asks for, within what
+    every CA above allows (one at depth d with constraint n leaves n - d - 1 below the new CA), so that
+    the whole chain verifies; none when nothing sets one. Refused when some CA allows no more CAs."""
+    above = [chain.issuer, *chain.intermediates]
+    if chain.root not in above:
+        above.append(chain.root)
     asked = _extension(csr, x509.BasicConstraints)
-    limits = [
-        n for n in (asked.path_length if asked else None, None if own is None else own - 1) if n is not None
-    ]
+    limits = [asked.path_length] if asked is not None and asked.path_length is not None else []
+    for depth, ca_cert in enumerate(above):
+        try:
+            own = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+        except x509.ExtensionNotFound:
+            continue
+        if own is None:
+            continue
+        if own - depth - 1 < 0:
+            raise PermanentError(
+                f"the CA {ca_cert.subject.rfc4514_string()!r} has pathLenConstraint {own}: no further CA "
+                "certificate may be signed below the issuing CA (spec.isCA)"
+            )
+        limits.append(own - depth - 1)
     return min(limits) if limits else None
 
 
@@ -518,7 +524,7 @@ def issue_checked_certificate(
         .not_valid_after(not_after)
         .add_extension(
             x509.BasicConstraints(
-                ca=request.is_ca, path_length=_sub_ca_path_length(csr, ca_cert) if request.is_ca else None
+                ca=request.is_ca, path_length=_sub_ca_path_length(csr, ca) if request.is_ca else None
             ),
             critical=True,
         )

@@ -936,7 +936,37 @@ def test_a_sub_ca_gets_the_tightest_path_length_the_chain_allows(
 
 def test_a_ca_whose_path_length_is_zero_signs_no_ca(pki: PKI) -> None:
     root = pki.ca(path_length=0, now=pki.now - NOW_CA_AGE)
-    with pytest.raises(PermanentError, match="pathLenConstraint is 0: it may not sign CA certificates"):
+    with pytest.raises(PermanentError, match="has pathLenConstraint 0: no further CA certificate"):
         _sub_ca(pki, root, None)
     leaf, _ = _issue(pki, pki.csr(dns=["app.svc.cluster.local"]), ca=root)  # leaves are still fine
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+@pytest.mark.parametrize(("root_path_length", "issued"), [(1, None), (2, 0), (4, 2)])
+def test_a_sub_ca_fits_every_constraint_above_its_issuer_too(
+    pki: PKI, root_path_length: int, issued: int | None
+) -> None:
+    # root (pathLen n) -> intermediate with no constraint of its own -> the sub-CA asked for now
+    root = pki.ca(path_length=root_path_length, now=pki.now - NOW_CA_AGE)
+    key = pki.key("ecdsa-p256", "intermediate")
+    intermediate = (
+        x509.CertificateBuilder()
+        .subject_name(pki.name("CN=unit unconstrained intermediate"))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(pki.now - NOW_CA_AGE)
+        .not_valid_after(pki.now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_ku("key_cert_sign", "crl_sign"), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(root.chain.authority_key_identifier, critical=False)
+        .sign(root.key, hashes.SHA256())
+    )
+    issuing = pki.adopt_ca(key, intermediate.public_bytes(serialization.Encoding.PEM) + root.pem)
+    if issued is None:  # the root's 1 is spent on the intermediate: no CA may follow it
+        with pytest.raises(PermanentError, match="has pathLenConstraint 1: no further CA"):
+            _sub_ca(pki, issuing, None)
+        return
+    sub = _sub_ca(pki, issuing, None)
+    assert sub.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == issued
