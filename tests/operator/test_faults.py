@@ -88,10 +88,12 @@ def isolated_cluster(workdir: Path, **env: str) -> Iterator[tuple[Cluster, DevTo
             operator.stop()
 
 
-def _ready_issuer(kube: Kube, namespace: str, name: str = "ca") -> dict[str, Any]:
+def _ready_issuer(
+    kube: Kube, namespace: str, name: str = "ca", algorithm: str = "ecdsa-p256"
+) -> dict[str, Any]:
     kube.namespace(namespace)
     path = ISSUER_PATH.format(ns=namespace)
-    kube.create(path, issuer_body(name, namespace=namespace))
+    kube.create(path, issuer_body(name, namespace=namespace, algorithm=algorithm))
     return kube.wait(f"{path}/{name}", lambda o: condition(o).get("status") == "True", timeout=90)
 
 
@@ -300,12 +302,13 @@ def _metric(cluster: Cluster, name: str) -> float:
 def test_worker_killed_while_signing_request_retried_pool_heals(tmp_path: Path) -> None:
     with isolated_cluster(tmp_path) as (cluster, _token):
         kube, namespace = cluster.kube, "workerdeath"
-        _ready_issuer(kube, namespace)
+        # RSA-4096 signs slowly enough (milliseconds in SoftHSM2) that the workers are still signing
+        # while the burst's status writes go out; with P-256 they finished the whole burst in a fraction
+        # of a second and then sat idle, so a kill during the burst often caught no signature.
+        _ready_issuer(kube, namespace, algorithm="rsa-4096")
         path = CR_PATH.format(ns=namespace)
         seen = Publications(kube, path)
         assert len(_worker_pids(cluster)) == 2
-        # Large enough that the workers are still signing when the first kill lands (a burst of 200
-        # was over in about 0.3 s once requests left kopf's event machinery).
         names = [f"r{i:03d}" for i in range(600)]
         cluster.operator.stop()  # the burst waits for the operator, so the workers are busy when killed
         _burst(kube, namespace, names)
