@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,12 +26,13 @@ from issuer import api, metrics
 from issuer.controller import provisioning, rotation
 from issuer.controller import status as st
 from issuer.controller.issuer_spec import CASource, IssuerSpec, KeySource
+from issuer.controller.key_scope import KeyScope
 from issuer.controller.rotation import Log as Logger
 from issuer.controller.rotation import Outcome
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
 from issuer.settings import issuer_kinds_from_env
-from issuer.signer.keys import KeyHandle, TokenConfig, WrappingKey
+from issuer.signer.keys import KeyHandle, TokenConfig
 from issuer.signer.pool import IssuerKey
 from issuer.signer.x509 import PEMBundle
 
@@ -106,31 +106,18 @@ class IssuerRegistry:
 # -- pure pieces -------------------------------------------------------------------------------------------
 
 
-def key_scope(kind: str, namespace: str | None) -> str:
-    """The label prefix of every key owned by issuers of one scope; adoption stays inside it."""
-    return f"ti:ns/{namespace}/" if kind == api.ISSUER_KIND else "ti:cluster/"
-
-
-def owned_key_label(kind: str, namespace: str | None, name: str, uid: str) -> str:
-    """A label no other issuer can produce: scope, name (shortened with a hash if long) and uid."""
-    if len(name) > 48:
-        name = name[:37] + "~" + hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{key_scope(kind, namespace)}{name}/{uid.replace('-', '')[:8]}"
-
-
 async def _signing_key(
     runtime: Runtime,
     token: TokenConfig,
     spec: IssuerSpec,
-    kind: str,
-    meta: Mapping[str, Any],
+    scope: KeyScope,
     status: Mapping[str, Any],
 ) -> tuple[KeyHandle, int]:
-    """The key that signs now and its rotation generation: recorded in status, adopted, or generated."""
-    namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
+    """The key that signs now and its rotation generation: recorded in status (if the record names a key
+    of this issuer's scope: ``KeyScope``), adopted, or generated."""
     recorded = status.get("keyHandle")
     if recorded:
-        handle = KeyHandle.from_status(recorded)
+        handle, generation = scope.signing_key(recorded, "keyHandle")
         if handle.algorithm is not spec.algorithm:
             raise IssuerError(
                 f"spec.key.algorithm is {spec.algorithm.value} but the issuer's key is "
@@ -139,37 +126,17 @@ async def _signing_key(
                 "KeyAlgorithmChanged",
             )
         await runtime.pool.averify_key(token, handle)
-        return handle, int(status.get("keyGeneration") or 0)
+        return handle, generation
     if spec.adopt_label:
-        scope = key_scope(kind, namespace)
-        if not spec.adopt_label.startswith(scope):
-            raise IssuerError(
-                f"key {spec.adopt_label!r} is outside this issuer's scope: only keys labelled {scope}… "
-                "can be adopted",
-                "KeyOutOfScope",
-            )
-        handle = await runtime.pool.afind_key(token, spec.adopt_label)
+        label = scope.check_adoptable()
+        handle = await runtime.pool.afind_key(token, label)
         if handle.algorithm is not spec.algorithm:
             raise IssuerError(
-                f"key {spec.adopt_label!r} is {handle.algorithm.value}, not {spec.algorithm.value}",
-                "KeyMismatch",
+                f"key {label!r} is {handle.algorithm.value}, not {spec.algorithm.value}", "KeyMismatch"
             )
         await runtime.pool.averify_key(token, handle)
         return handle, 0
-    label = owned_key_label(kind, namespace, meta["name"], meta.get("uid", ""))
-    return await rotation.find_or_generate(runtime, token, spec, label), 0
-
-
-def owned_keys(status: Mapping[str, Any]) -> list[KeyHandle]:
-    """Every token key an issuer's status records as its own and not yet destroyed: the signing key, a
-    rotation's next key and retired keys (a wrapping key still waiting for its import is separate)."""
-    recorded: list[Mapping[str, Any]] = []
-    if status.get("keyHandle"):
-        recorded.append(status["keyHandle"])
-    if (status.get("nextKey") or {}).get("keyHandle"):
-        recorded.append(status["nextKey"]["keyHandle"])
-    recorded.extend(r["keyHandle"] for r in status.get("retiredKeys") or [] if not r.get("destroyedAt"))
-    return [KeyHandle.from_status(dict(r)) for r in recorded]
+    return await rotation.find_or_generate(runtime, token, spec, scope.base_label), 0
 
 
 @dataclass(frozen=True)
@@ -193,28 +160,32 @@ async def reconcile(
     profile = runtime.profiles.get(spec.profile)
     profile.check_allowed(namespace)
     token = profile.token
+    # Before any key is looked at: every handle status records must be one of this issuer's own.
+    scope = KeyScope.of(kind, meta, spec)
+    scope.check_status(status)
 
-    base_label = owned_key_label(kind, namespace, meta["name"], meta.get("uid", ""))
     if spec.key_source is KeySource.IMPORT or spec.ca_source is CASource.INTERMEDIATE:
         place = provisioning.Place(
             kind,
             meta["name"],
             namespace,
-            base_label,
+            scope.base_label,
             provisioning.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
         )
         if spec.key_source is KeySource.IMPORT:
-            outcome = await provisioning.imported(runtime, token, spec, place, status, patch.status, log)
+            outcome = await provisioning.imported(
+                runtime, token, spec, place, scope, status, patch.status, log
+            )
         else:
-            handle, _ = await _signing_key(runtime, token, spec, kind, meta, status)
+            handle, _ = await _signing_key(runtime, token, spec, scope, status)
             outcome = await provisioning.intermediate(
                 runtime, token, spec, place, handle, status, patch.status
             )
         return await _checked(runtime, token, spec, outcome)
 
-    handle, generation = await _signing_key(runtime, token, spec, kind, meta, status)
+    handle, generation = await _signing_key(runtime, token, spec, scope, status)
     outcome = await rotation.self_signed(
-        runtime, token, spec, base_label, handle, generation, status, patch.status, log
+        runtime, token, spec, scope, handle, generation, status, patch.status, log
     )
     return await _checked(runtime, token, spec, outcome)
 
@@ -397,23 +368,44 @@ def _register(kind: str, plural: str) -> None:
     )
     async def destroy_key_handler(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         runtime: Runtime = memo["runtime"]
+        await destroy_keys(runtime, kind, body, logger)
+
+
+async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log: Logger) -> None:
+    """``deletionPolicy: Destroy``: destroy the keys of a deleted issuer, under the same checks as its
+    reconciliation (the profile must serve its scope; every handle must be its own, whatever status
+    says). What fails a check is reported and left in the token; the deletion itself goes on."""
+    meta = body["metadata"]
+    namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
+    status = body.get("status") or {}
+    try:
         spec = IssuerSpec.parse(body.get("spec") or {})
-        token = runtime.profiles.get(spec.profile).token
-        for handle in owned_keys(body.get("status") or {}):
-            try:
-                await runtime.pool.adestroy_key(token, handle)
-            except IssuerError as err:
-                if err.reason != "KeyNotFound":
-                    raise
-                continue
-            logger.info(
-                f"destroyed key label={handle.key_label!r} id={handle.key_id} (deletionPolicy=Destroy)"
-            )
-        waiting = (body.get("status") or {}).get("wrappingKey")
-        if waiting:
-            # An import that never happened: its wrapping key is the issuer's too.
-            with contextlib.suppress(IssuerError):
-                await runtime.pool.adestroy_wrapping_key(token, WrappingKey.from_status(waiting).handle)
+        profile = runtime.profiles.get(spec.profile)
+        profile.check_allowed(namespace)
+    except TrustedIssuerError as err:
+        log.warning(f"deletionPolicy=Destroy: no key destroyed: reason={err.reason} message={err.message!r}")
+        return
+    scope = KeyScope.of(kind, meta, spec)
+    for found in scope.destroyable_keys(status):
+        if isinstance(found, TrustedIssuerError):
+            log.warning(f"deletionPolicy=Destroy: key left in the token: {found.reason}: {found.message}")
+            continue
+        try:
+            await runtime.pool.adestroy_key(profile.token, found)
+        except IssuerError as err:
+            if err.reason != "KeyNotFound":
+                raise
+            continue
+        log.info(f"destroyed key label={found.key_label!r} id={found.key_id} (deletionPolicy=Destroy)")
+    if status.get("wrappingKey"):
+        # An import that never happened: its wrapping key is the issuer's too.
+        try:
+            wrapping = scope.wrapping_key(status["wrappingKey"], "wrappingKey")
+        except IssuerError as err:
+            log.warning(f"deletionPolicy=Destroy: key left in the token: {err.reason}: {err.message}")
+            return
+        with contextlib.suppress(IssuerError):
+            await runtime.pool.adestroy_wrapping_key(profile.token, wrapping.handle)
 
 
 # Kinds this operator does not serve get no handlers at all, so kopf does not even watch them: a

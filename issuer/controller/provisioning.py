@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from issuer import api
 from issuer.controller import status as st
 from issuer.controller.issuer_spec import IssuerSpec
+from issuer.controller.key_scope import KeyScope, wrapping_key_label
 from issuer.controller.kubeapi import NotFound
 from issuer.controller.rotation import USE_SIGNING, Log, Outcome
 from issuer.controller.runtime import Runtime
@@ -76,11 +77,6 @@ def secret_namespace(kind: str, namespace: str | None, configured: str | None) -
             f"here: set {api.ENV_PREFIX}CLUSTER_RESOURCE_NAMESPACE",
             api.REASON_CLUSTER_RESOURCE_NAMESPACE_UNKNOWN,
         ) from None
-
-
-def wrapping_key_label(key_label: str) -> str:
-    """The one-time wrapping key of an import, labelled inside the issuer's own scope."""
-    return f"{key_label}/wrap"
 
 
 def chain_pem(chain: CAChain) -> bytes:
@@ -164,21 +160,24 @@ async def imported(
     token: TokenConfig,
     spec: IssuerSpec,
     place: Place,
+    scope: KeyScope,
     status: Mapping[str, Any],
     patch_status: MutableMapping[str, Any],
     log: Log,
 ) -> Outcome:
-    """Import the issuer's CA key from its wrapped form, or say what the administrator must do next."""
+    """Import the issuer's CA key from its wrapped form, or say what the administrator must do next.
+    Handles read from ``status`` are used only if ``scope`` says they are this issuer's."""
     assert spec.import_secret is not None
     where = place.secret(spec.import_secret)
     now = runtime.clock()
-    handle = await _imported_key(runtime, token, place, status)
+    handle = await _imported_key(runtime, token, place, scope, status)
     if handle is None:
         return await _import(runtime, token, spec, place, status, patch_status, log)
 
     # Imported already (perhaps by a run that died before recording it): tidy up, then use the chain.
     if status.get("wrappingKey"):
-        await _destroy_wrapping_key(runtime, token, WrappingKey.from_status(status["wrappingKey"]).handle)
+        wrapping = scope.wrapping_key(status["wrappingKey"], "wrappingKey")
+        await _destroy_wrapping_key(runtime, token, wrapping.handle)
         patch_status["wrappingKey"] = None
     data = await _read_secret(runtime, place, spec.import_secret)
     from_secret: CAChain | None = None
@@ -206,11 +205,11 @@ async def imported(
 
 
 async def _imported_key(
-    runtime: Runtime, token: TokenConfig, place: Place, status: Mapping[str, Any]
+    runtime: Runtime, token: TokenConfig, place: Place, scope: KeyScope, status: Mapping[str, Any]
 ) -> KeyHandle | None:
     recorded = status.get("keyHandle")
     if recorded:
-        return await runtime.pool.averify_key(token, KeyHandle.from_status(recorded))
+        return await runtime.pool.averify_key(token, scope.signing_key(recorded, "keyHandle")[0])
     try:
         return await runtime.pool.afind_key(token, place.key_label)
     except IssuerError as err:

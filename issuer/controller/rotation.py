@@ -31,6 +31,7 @@ from cryptography import x509
 from issuer import api
 from issuer.controller import status as st
 from issuer.controller.issuer_spec import IssuerSpec
+from issuer.controller.key_scope import KeyScope, rotation_key_label
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PermanentError
 from issuer.signer.keys import KeyHandle, TokenConfig, public_key_fingerprint
@@ -38,11 +39,6 @@ from issuer.signer.keys import KeyHandle, TokenConfig, public_key_fingerprint
 USE_SIGNING = "Signing"
 USE_NEXT = "Next"
 USE_PREVIOUS = "Previous"
-
-
-def rotation_key_label(base_label: str, generation: int) -> str:
-    """The label of the key of one rotation generation; generation 0 is the issuer's first key."""
-    return base_label if generation == 0 else f"{base_label}/k{generation}"
 
 
 def parse_time(text: str) -> datetime:
@@ -168,7 +164,7 @@ async def self_signed(
     runtime: Runtime,
     token: TokenConfig,
     spec: IssuerSpec,
-    base_label: str,
+    scope: KeyScope,
     handle: KeyHandle,
     generation: int,
     status: Mapping[str, Any],
@@ -177,7 +173,8 @@ async def self_signed(
 ) -> Outcome:
     """Renew the CA of the signing key when due, and take one step of a key rotation; write the outcome
     (``keyHandle``, ``keyGeneration``, ``nextKey``, ``retiredKeys``, ``caCertificates``, ``ca``) into
-    ``patch_status``."""
+    ``patch_status``. Every key handle taken from ``status`` is checked against ``scope`` again here: this
+    function never signs with, switches to or destroys a key that is not the issuer's own."""
     now = runtime.clock()
     entries: list[Mapping[str, Any]] = list(status.get("caCertificates") or [])
     published_next = status.get("nextKey") or None
@@ -187,7 +184,7 @@ async def self_signed(
     next_record: dict[str, Any] | None = dict(published_next) if published_next else None
     if plan.switch:
         assert next_record is not None
-        upcoming = KeyHandle.from_status(next_record["keyHandle"])
+        upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
         await runtime.pool.averify_key(token, upcoming)
         retired.append(retired_record(handle, generation, now))
         log.info(
@@ -199,9 +196,10 @@ async def self_signed(
         if next_record is not None:
             # The user raised the generation again before the last one signed: that key never signed;
             # it is retired like any other, so it is never destroyed without being asked.
-            abandoned = KeyHandle.from_status(next_record["keyHandle"])
+            abandoned, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
             retired.append(retired_record(abandoned, int(next_record["generation"]), now))
-        fresh = await find_or_generate(runtime, token, spec, rotation_key_label(base_label, plan.prepare))
+        label = rotation_key_label(scope.base_label, plan.prepare)
+        fresh = await find_or_generate(runtime, token, spec, label)
         next_record = {
             "keyHandle": fresh.to_status(),
             "generation": plan.prepare,
@@ -213,7 +211,8 @@ async def self_signed(
             f"it signs from {next_record['signFrom']}"
         )
     elif next_record is not None:
-        await runtime.pool.averify_key(token, KeyHandle.from_status(next_record["keyHandle"]))
+        upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
+        await runtime.pool.averify_key(token, upcoming)
 
     # Destroy retired keys only when asked, and only those whose retirement was already published.
     published_retired = {
@@ -224,7 +223,9 @@ async def self_signed(
             fingerprint = str(record["keyHandle"].get("publicKeySHA256"))
             if record.get("destroyedAt") or fingerprint not in published_retired:
                 continue
-            old = KeyHandle.from_status(record["keyHandle"])
+            old, _ = scope.signing_key(record["keyHandle"], "retiredKeys[].keyHandle")
+            if old.key_label == handle.key_label:
+                continue  # never the key that signs (status.retiredKeys may have been rewritten)
             try:
                 await runtime.pool.adestroy_key(token, old)
             except IssuerError as err:
@@ -241,7 +242,7 @@ async def self_signed(
     signing_entry = await _new_ca(runtime, token, handle, spec) if fresh_signing else dict(current or {})
     result = [with_use(signing_entry, USE_SIGNING)]
     if next_record is not None:
-        upcoming = KeyHandle.from_status(next_record["keyHandle"])
+        upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
         next_entry = newest_for_key(entries, upcoming.public_key_sha256, now)
         if next_entry is None or needs_new_ca(next_entry, upcoming, spec, now):
             next_entry = await _new_ca(runtime, token, upcoming, spec)

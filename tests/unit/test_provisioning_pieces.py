@@ -15,7 +15,6 @@ from cryptography.x509.oid import NameOID
 
 from issuer.controller import provisioning, rotation
 from issuer.controller.issuer_spec import IssuerSpec
-from issuer.controller.issuers import owned_keys
 from issuer.controller.status import ca_entry
 from issuer.errors import ConfigurationError, IssuerError
 from issuer.settings import Settings
@@ -170,23 +169,6 @@ def test_needs_new_ca(days: int, subject: str, renew: bool) -> None:
     assert rotation.needs_new_ca(ca_entry(cert.public_bytes(PEM)), handle(_fp(ROOT_KEY)), spec, NOW) is renew
     assert rotation.needs_new_ca(ca_entry(cert.public_bytes(PEM)), handle(_fp(OTHER_KEY)), spec, NOW)
     assert rotation.needs_new_ca(None, handle(_fp(ROOT_KEY)), _spec(), NOW)
-
-
-# -- every key an issuer owns ------------------------------------------------------------------------------
-
-
-def test_owned_keys_are_signing_next_and_retired_not_yet_destroyed() -> None:
-    signing, upcoming, kept, gone = (handle(f"{i:064x}", f"ti:cluster/x/{i}") for i in range(4))
-    status = {
-        "keyHandle": signing.to_status(),
-        "nextKey": {"keyHandle": upcoming.to_status(), "generation": 2},
-        "retiredKeys": [
-            {"keyHandle": kept.to_status(), "generation": 0},
-            {"keyHandle": gone.to_status(), "generation": 1, "destroyedAt": "2031-01-01T00:00:00Z"},
-        ],
-    }
-    assert owned_keys(status) == [signing, upcoming, kept]
-    assert owned_keys({}) == []
 
 
 # -- settings ----------------------------------------------------------------------------------------------
