@@ -86,8 +86,9 @@ def check_expected_wrapping_key(key: rsa.RSAPublicKey, expected_sha256: str | No
             "--expect-sha256 is required: the wrapping key's SHA-256 as you learned it through a second "
             "channel, never from the issuer's status (whoever can write status can swap the key there "
             "and the fingerprint beside it): on the token's node, `trusted-issuer hsm keys` lists it as "
-            "the PUBLIC-KEY-SHA256 of the issuer's wrapping key (label ti:ns/NAMESPACE/NAME/UID/wrap, "
-            "or ti:cluster/NAME/UID/wrap); attestation evidence names it too"
+            "the PUBLIC-KEY-SHA256 of the issuer's wrapping key, labelled ti:ns/NAMESPACE/NAME/UID8/wrap "
+            "or ti:cluster/NAME/UID8/wrap (UID8: the first 8 hex digits of the issuer's metadata.uid); "
+            "attestation evidence names it too"
         )
     expected = expected_sha256.strip().lower()
     if expected != fingerprint:
