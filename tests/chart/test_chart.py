@@ -475,6 +475,15 @@ def test_secret_access_is_opt_in_and_per_namespace() -> None:
     assert _secret_grants(render({"rbac": {"create": False, "secretAccess": {"namespaces": ["a"]}}})) == {}
 
 
+def test_release_notes_say_where_the_operator_may_read_secrets() -> None:
+    assert "The operator may read no Secret" in render({}).notes
+    notes = render(SCENARIOS["everything-on"]).notes
+    assert "only in: team-a, team-b, trusted-issuer" in notes
+    assert "may read no Secret" not in notes and "nothing can scrape" not in notes
+    closed = render({"metrics": {"networkPolicy": {"enabled": True}}}).notes
+    assert "nothing can scrape /metrics" in closed
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
