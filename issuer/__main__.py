@@ -163,12 +163,7 @@ def cmd_provision_wrap(args: argparse.Namespace) -> int:
     """Offline: wrap a CA private key for a token's wrapping key. Touches no token; writes only the
     envelope (ciphertext and public data), created exclusively so nothing is overwritten."""
     wrapping = provision.load_wrapping_public_key(_read(args.wrapping_key, "wrapping key"))
-    fingerprint = public_key_fingerprint(wrapping)
-    if args.expect_sha256 and args.expect_sha256.strip().lower() != fingerprint:
-        raise UsageError(
-            f"the wrapping key's SHA-256 is {fingerprint}, not the expected {args.expect_sha256.strip()}: "
-            "do not wrap for it"
-        )
+    provision.check_expected_wrapping_key(wrapping, args.expect_sha256)
     password = (
         _read(args.key_password_file, "key passphrase file").rstrip(b"\r\n")
         if args.key_password_file
@@ -323,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
         "choose one the status lists in parameters",
     )
     wrap.add_argument(
-        "--expect-sha256", help="refuse unless the wrapping key has this fingerprint (from attestation)"
+        "--expect-sha256",
+        help="required: the wrapping key's SHA-256 from a second channel, never from status "
+        "(`trusted-issuer hsm keys` on the token's node, or attestation evidence); refuses any other key",
     )
     wrap.set_defaults(run=cmd_provision_wrap)
     fingerprint = prov.add_parser("fingerprint", help="print a wrapping public key's SHA-256")

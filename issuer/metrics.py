@@ -92,7 +92,8 @@ def watch_queue(depth: Callable[[], float], in_flight: Callable[[], float]) -> N
     REQUESTS_IN_FLIGHT.set_function(in_flight)
 
 
-def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
-    """Expose /metrics on ``port`` (a daemon thread: it never blocks kopf's event loop)."""
+def serve(port: int, registry: CollectorRegistry = REGISTRY, address: str = "0.0.0.0") -> None:  # noqa: S104
+    """Expose /metrics on ``address``:``port`` (a daemon thread: it never blocks kopf's event loop);
+    port 0 serves nothing."""
     if port:
-        start_http_server(port, registry=registry)
+        start_http_server(port, addr=address, registry=registry)

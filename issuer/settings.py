@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class Settings:
     concurrency: int = 64
     #: Port of the Prometheus /metrics endpoint; 0 turns it off.
     metrics_port: int = 9402
+    #: Address the /metrics endpoint listens on (an IP literal). Every interface by default, which a
+    #: Prometheus in another pod needs; 127.0.0.1 keeps the tenant-naming metrics inside the pod or host.
+    metrics_bind_address: str = "0.0.0.0"  # noqa: S104  # the default a pod's scraper needs; see docs
     #: How often a Ready or broken issuer is checked again (token reachable, key present, CA renewal due).
     issuer_recheck_interval: float = 60.0
     #: How often an issuer waiting for an administrator (a wrapped key, a CA certificate) looks again.
@@ -101,6 +105,8 @@ class Settings:
                 values["metrics_port"] = int(str(get("METRICS_PORT")))
             except ValueError:
                 raise ConfigurationError(f"{ENV_PREFIX}METRICS_PORT must be a port number") from None
+        if get("METRICS_BIND_ADDRESS"):
+            values["metrics_bind_address"] = get("METRICS_BIND_ADDRESS")
         if get("ISSUER_RECHECK_INTERVAL"):
             values["issuer_recheck_interval"] = parse_duration(
                 str(get("ISSUER_RECHECK_INTERVAL"))
@@ -146,6 +152,13 @@ class Settings:
                 f"{ENV_PREFIX}LEASE_DURATION must hold (all positive): a leader must give up before "
                 "a standby may take over"
             )
+        try:
+            ipaddress.ip_address(self.metrics_bind_address)
+        except ValueError:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}METRICS_BIND_ADDRESS must be an IP address (0.0.0.0, ::, 127.0.0.1 ...), "
+                f"not {self.metrics_bind_address!r}"
+            ) from None
         if self.readiness_interval <= timedelta(0):
             raise ConfigurationError(f"{ENV_PREFIX}READINESS_INTERVAL must be positive")
 

@@ -27,7 +27,13 @@ profiles:
     pinFile: $TRUSTED_ISSUER_PIN_FILE
 YAML
 
-port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+# The operator's probe and metrics ports are picked free too, so a demo runs beside a running sandbox (or
+# anything else on 8080 and 9402); its metrics stay on loopback: they name every issuer.
+export TRUSTED_ISSUER_HEALTH_PORT=${TRUSTED_ISSUER_HEALTH_PORT:-$(free_port)}
+export TRUSTED_ISSUER_METRICS_PORT=${TRUSTED_ISSUER_METRICS_PORT:-$(free_port)}
+export TRUSTED_ISSUER_METRICS_BIND_ADDRESS=${TRUSTED_ISSUER_METRICS_BIND_ADDRESS:-127.0.0.1}
 export KUBECONFIG="$work/kubeconfig"
 "$PY" -m issuer.sandbox --port "$port" --kubeconfig "$KUBECONFIG" --cert-manager > "$work/sandbox.log" 2>&1 &
 pids+=($!)
@@ -36,21 +42,47 @@ for _ in $(seq 100); do [ -f "$KUBECONFIG" ] && "$KUBECTL" version >/dev/null 2>
 echo "==> kubectl apply -f crds/"
 "$KUBECTL" apply -f crds/
 TRUSTED_ISSUER_PROFILES_FILE="$work/profiles.yaml" "$PY" -m issuer run > "$work/operator.log" 2>&1 &
-pids+=($!)
+operator=$!
+pids+=("$operator")
+
+# The operator has exited: say so with the end of its log, and stop (never wait out a timeout for it).
+operator_exited() {
+  local status=0
+  wait "$operator" || status=$?
+  echo "sandbox.sh: the operator exited (status $status); the end of its log:" >&2
+  tail -n 30 "$work/operator.log" >&2
+  exit 1
+}
+
+# Run a command (a kubectl wait) while watching the operator: if the operator exits first, stop at once.
+while_operator_runs() {
+  "$@" &
+  local command=$! status=0
+  while kill -0 "$command" 2>/dev/null; do
+    if ! kill -0 "$operator" 2>/dev/null; then
+      kill "$command" 2>/dev/null || true
+      operator_exited
+    fi
+    sleep 0.2
+  done
+  wait "$command" || status=$?
+  return "$status"
+}
 
 if [ "$mode" = serve ]; then
   echo
   echo "sandbox API server and operator are running (operator log: $work/operator.log)"
+  echo "probes: http://127.0.0.1:$TRUSTED_ISSUER_HEALTH_PORT/readyz  metrics: http://$TRUSTED_ISSUER_METRICS_BIND_ADDRESS:$TRUSTED_ISSUER_METRICS_PORT/metrics"
   echo "in another shell:  export KUBECONFIG=$KUBECONFIG PATH=$PWD/$VENV/bin:\$PATH"
   echo "then e.g.:         kubectl apply -f examples/trustedissuer.yaml; kubectl get trustedissuers -A -w"
   echo "press Ctrl-C to stop"
-  wait
-  exit 0
+  while kill -0 "$operator" 2>/dev/null; do sleep 0.5; done
+  operator_exited
 fi
 
 echo "==> kubectl apply -f examples/trustedissuer.yaml"
 "$KUBECTL" apply -f examples/trustedissuer.yaml
-"$KUBECTL" wait --for=condition=Ready trustedissuer/mesh-ca -n demo --timeout=90s
+while_operator_runs "$KUBECTL" wait --for=condition=Ready trustedissuer/mesh-ca -n demo --timeout=90s
 "$KUBECTL" get trustedissuers -n demo
 
 echo "==> a workload's CSR (its key stays with the workload) as a cert-manager CertificateRequest"
@@ -74,7 +106,7 @@ YAML
 echo "==> approving it, as cert-manager's approver would"
 "$KUBECTL" patch certificaterequest web -n demo --subresource=status --type=merge -p \
   '{"status":{"conditions":[{"type":"Approved","status":"True","reason":"make-demo","message":"approved by make demo"}]}}'
-"$KUBECTL" wait --for=condition=Ready certificaterequest/web -n demo --timeout=60s
+while_operator_runs "$KUBECTL" wait --for=condition=Ready certificaterequest/web -n demo --timeout=60s
 "$KUBECTL" get certificaterequest web -n demo
 
 "$KUBECTL" get certificaterequest web -n demo -o jsonpath='{.status.certificate}' | base64 -d > "$work/chain.pem"

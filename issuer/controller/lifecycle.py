@@ -99,7 +99,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         await asyncio.to_thread(pool.start)
         client = KubeClient(credentials, concurrency=config.concurrency)
         metrics.watch_pool(lambda: pool.workers, lambda: pool.restarts)
-        metrics.serve(config.metrics_port)
+        metrics.serve(config.metrics_port, address=config.metrics_bind_address)
     if not profiles.by_name:
         logger.warning(
             "no token profiles configured: every issuer will wait (set TRUSTED_ISSUER_PROFILES_FILE)"
@@ -179,7 +179,7 @@ async def _replica(settings: Settings, namespaces: Collection[str], liveness_end
     server = await probes.serve(health, settings.health_port) if settings.health_port else None
     metrics.watch_pool(lambda: pool.workers, lambda: pool.restarts)
     metrics.watch_leadership(lambda: health.role == "leader")
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, address=settings.metrics_bind_address)
     elector: LeaseElector | None = None
     lost = False
     try:

@@ -75,6 +75,28 @@ def load_wrapping_public_key(pem: bytes) -> rsa.RSAPublicKey:
     return key
 
 
+def check_expected_wrapping_key(key: rsa.RSAPublicKey, expected_sha256: str | None) -> None:
+    """Refuse to wrap unless the administrator named the wrapping key's SHA-256, learned through a
+    channel other than the issuer's status, and it is this key's. The PEM comes from status, which
+    anyone who may patch ``/status`` controls: a fingerprint read beside it proves nothing, so the
+    check is mandatory, never a default taken from the same place."""
+    fingerprint = public_key_fingerprint(key)
+    if not expected_sha256 or not expected_sha256.strip():
+        raise ConfigurationError(
+            "--expect-sha256 is required: the wrapping key's SHA-256 as you learned it through a second "
+            "channel, never from the issuer's status (whoever can write status can swap the key there "
+            "and the fingerprint beside it): on the token's node, `trusted-issuer hsm keys` lists it as "
+            "the PUBLIC-KEY-SHA256 of the issuer's wrapping key, labelled ti:ns/NAMESPACE/NAME/UID8/wrap "
+            "or ti:cluster/NAME/UID8/wrap (UID8: the first 8 hex digits of the issuer's metadata.uid); "
+            "attestation evidence names it too"
+        )
+    expected = expected_sha256.strip().lower()
+    if expected != fingerprint:
+        raise ConfigurationError(
+            f"the wrapping key's SHA-256 is {fingerprint}, not the expected {expected}: do not wrap for it"
+        )
+
+
 def load_ca_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
     """A CA private key from PEM or DER (PKCS#8 or traditional), refused unless it can be imported.
 

@@ -350,8 +350,8 @@ def serve(conn: Connection | PipeEnd) -> None:
     while True:
         try:
             message = conn.recv_bytes()
-        except EOFError:
-            return  # the parent is gone
+        except (EOFError, ConnectionResetError):
+            return  # the parent is gone (a Connection, under forkserver, reports a reset as such)
         if not message:
             return
         task_id = int.from_bytes(message[:TASK_ID_BYTES])
@@ -397,7 +397,12 @@ class PipeEnd:
     def _read(self, size: int) -> bytes:
         chunks: list[bytes] = []
         while size:
-            chunk = os.read(self._fd, size)
+            try:
+                chunk = os.read(self._fd, size)
+            except ConnectionResetError:
+                # A parent that died with our reply unread resets the socket instead of closing it: it is
+                # gone all the same, and its death is not this worker's error to report.
+                raise EOFError from None
             if not chunk:
                 raise EOFError
             chunks.append(chunk)

@@ -61,7 +61,22 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "operator": {"extraEnv": [{"name": "VENDOR_HSM_CONF", "value": "/opt/pkcs11/etc/client.conf"}]},
     },
     "everything-on": {
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "networkPolicy": {
+                "enabled": True,
+                "scrapers": [
+                    {"namespace": "monitoring", "podLabels": {"app.kubernetes.io/name": "prometheus"}},
+                    {"namespace": "observability"},
+                ],
+            },
+        },
+        "rbac": {
+            "secretAccess": {
+                "namespaces": ["team-a", {"namespace": "team-b", "secretNames": ["sub-ca"]}],
+                "clusterIssuers": True,
+            }
+        },
         "podDisruptionBudget": {"minAvailable": 1},
         "operator": {"verbose": True},
     },
@@ -132,11 +147,11 @@ class Rendered:
         return dict(self.one("ConfigMap")["data"])
 
 
-def render(values: Mapping[str, Any] | None = None) -> Rendered:
-    """Render the chart as ``helm template trusted-issuer charts/trusted-issuer -n trusted-issuer`` would."""
+def render(values: Mapping[str, Any] | None = None, namespace: str = NAMESPACE) -> Rendered:
+    """Render the chart as ``helm template trusted-issuer charts/trusted-issuer -n NAMESPACE`` would."""
     helm = helm_module()
     with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(dict(values or {}), name=RELEASE, namespace=NAMESPACE, is_install=True)
+        manifests = chart.render(dict(values or {}), name=RELEASE, namespace=namespace, is_install=True)
     rendered = Rendered()
     for source, text in sorted(manifests.items()):
         if source.endswith("NOTES.txt"):

@@ -121,7 +121,9 @@ def test_what_each_scenario_renders() -> None:
     assert kinds["softhsm-emptydir"] == common
     assert kinds["sgx"] == sorted([*common, "PersistentVolumeClaim"])
     assert kinds["pkcs11"] == common
-    assert kinds["everything-on"] == sorted([*common, "PersistentVolumeClaim", "ServiceMonitor"])
+    assert kinds["everything-on"] == sorted(
+        [*common, "NetworkPolicy", "PersistentVolumeClaim", "ServiceMonitor"]
+    )
     for values in SCENARIOS.values():
         assert "Secret" not in {o["kind"] for o in render(values).objects}
 
@@ -179,6 +181,9 @@ def test_environment_is_what_the_operator_accepts(scenario: tuple[str, Rendered]
     assert settings.profiles_file == Path("/etc/trusted-issuer/profiles.yaml")
     assert settings.workers == 2
     assert env["TRUSTED_ISSUER_METRICS_PORT"] == "9402"
+    assert settings.metrics_bind_address == "0.0.0.0"  # noqa: S104  # a scraper in another pod needs it
+    # Where the operator reads TrustedClusterIssuers' Secrets is where rbac.secretAccess grants it.
+    assert settings.cluster_resource_namespace == "trusted-issuer"
     assert settings.health_port == 8080
     assert settings.leader_election is True
     assert (settings.lease_name, settings.lease_namespace) == ("trusted-issuer", "trusted-issuer")
@@ -416,16 +421,135 @@ def test_pkcs11_backend() -> None:
 # -- RBAC, metrics, disruption ------------------------------------------------------------------------
 
 
-def test_rbac_has_no_wildcards_and_reads_secrets_only_by_name(scenario: tuple[str, Rendered]) -> None:
+def test_rbac_has_no_wildcards_and_no_cluster_wide_secret_access(scenario: tuple[str, Rendered]) -> None:
     # Secrets an issuer's spec names (wrapped-key import, intermediate CA certificate) are read with
-    # ``get``; never ``list`` or ``watch``, which would hand the operator every Secret in the cluster.
+    # ``get``, through a Role in a namespace rbac.secretAccess lists; never ``list`` or ``watch``, and
+    # never through a ClusterRole, which would hand the operator every Secret in the cluster.
     _, rendered = scenario
     for role in rendered.of_kind("ClusterRole") + rendered.of_kind("Role"):
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], (role["metadata"]["name"], rule)
             if "secrets" in rule["resources"]:
+                assert role["kind"] == "Role", f"cluster-wide Secret access: {role['metadata']['name']}"
                 assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], rule
+
+
+def _secret_grants(rendered: Rendered) -> dict[str, list[str] | None]:
+    """namespace -> the Secret names the operator's ServiceAccount may get there (None: every Secret),
+    following each RoleBinding to its Role."""
+    account = rendered.one("ServiceAccount")["metadata"]
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in rendered.of_kind("Role")}
+    grants: dict[str, list[str] | None] = {}
+    for binding in rendered.of_kind("RoleBinding"):
+        namespace = binding["metadata"]["namespace"]
+        if {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]} not in (
+            binding["subjects"]
+        ):
+            continue
+        assert binding["roleRef"]["kind"] == "Role"
+        for rule in roles[(namespace, binding["roleRef"]["name"])]["rules"]:
+            if "secrets" in rule["resources"]:
+                assert namespace not in grants, f"two Secret grants in {namespace}"
+                grants[namespace] = rule.get("resourceNames")
+    return grants
+
+
+def test_secret_access_is_opt_in_and_per_namespace() -> None:
+    assert _secret_grants(render({})) == {}
+    rendered = render(SCENARIOS["everything-on"])
+    assert _secret_grants(rendered) == {
+        "team-a": None,  # every Secret of team-a: RBAC cannot select by label
+        "team-b": ["sub-ca"],
+        "trusted-issuer": None,  # the cluster resource namespace, for TrustedClusterIssuers
+    }
+    elsewhere = render(
+        {
+            "operator": {"clusterResourceNamespace": "ca-secrets"},
+            "rbac": {"secretAccess": {"clusterIssuers": True, "clusterIssuerSecretNames": ["root-import"]}},
+        }
+    )
+    assert _secret_grants(elsewhere) == {"ca-secrets": ["root-import"]}
+    env = {e["name"]: e.get("value") for e in elsewhere.container()["env"]}
+    assert env["TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE"] == "ca-secrets"
+    assert _secret_grants(render({"rbac": {"create": False, "secretAccess": {"namespaces": ["a"]}}})) == {}
+
+
+def test_release_notes_say_where_the_operator_may_read_secrets() -> None:
+    assert "The operator may read no Secret" in render({}).notes
+    notes = render(SCENARIOS["everything-on"]).notes
+    assert "only in: team-a, team-b, trusted-issuer" in notes
+    assert "may read no Secret" not in notes and "nothing can scrape" not in notes
+    closed = render({"metrics": {"networkPolicy": {"enabled": True}}}).notes
+    assert "nothing can scrape /metrics" in closed
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"namespaces": [{"name": "team-a"}]}, 'unknown field "name"'),
+        ({"namespaces": [["team-a"]]}, "an entry is a namespace name or {namespace, secretNames}"),
+        ({"namespaces": ["Team_A"]}, "is not a namespace name"),
+        ({"namespaces": ["trusted-issuer"], "clusterIssuers": True}, "granted twice"),
+    ],
+    ids=["unknown-field", "not-a-name-or-mapping", "not-a-namespace-name", "same-namespace-twice"],
+)
+def test_wrong_secret_access_fails_the_render(values: dict[str, Any], message: str) -> None:
+    assert message in _render_error({"rbac": {"secretAccess": values}})
+
+
+#: The user-facing ClusterRoles Kubernetes aggregates into; cluster-reader is OpenShift's, as in cert-manager.
+AGGREGATES = ("view", "edit", "admin", "cluster-reader")
+
+
+def _aggregated(rendered: Rendered) -> dict[str, set[tuple[str, str, str]]]:
+    """What each user-facing role gains from the chart, as the API server's aggregation controller
+    computes it: the union of the rules of every ClusterRole labelled aggregate-to-<role>."""
+    gained: dict[str, set[tuple[str, str, str]]] = {name: set() for name in AGGREGATES}
+    for role in rendered.of_kind("ClusterRole"):
+        labels = role["metadata"].get("labels", {})
+        for name in AGGREGATES:
+            if labels.get(f"rbac.authorization.k8s.io/aggregate-to-{name}") == "true":
+                gained[name] |= {
+                    (group, resource, verb)
+                    for rule in role["rules"]
+                    for group in rule["apiGroups"]
+                    for resource in rule["resources"]
+                    for verb in rule["verbs"]
+                }
+    return gained
+
+
+def test_aggregated_cluster_roles_give_tenants_their_issuers_but_never_status() -> None:
+    rendered = render({})
+    read = {("trusted-issuer.dev", "trustedissuers", v) for v in ("get", "list", "watch")}
+    write = {
+        ("trusted-issuer.dev", "trustedissuers", v)
+        for v in ("create", "update", "patch", "delete", "deletecollection")
+    }
+    assert _aggregated(rendered) == {
+        "view": read,
+        "edit": read | write,
+        "admin": read | write,
+        "cluster-reader": {
+            ("trusted-issuer.dev", "trustedclusterissuers", v) for v in ("get", "list", "watch")
+        },
+    }
+    for rules in _aggregated(rendered).values():
+        assert not [r for r in rules if "/" in r[1]], "a tenant could write status, the operator's cache"
+    # Aggregated roles are bound by whoever binds admin, edit or view: the chart binds none of them.
+    aggregated = {
+        r["metadata"]["name"]
+        for r in rendered.of_kind("ClusterRole")
+        if any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in r["metadata"]["labels"])
+    }
+    assert aggregated == {"trusted-issuer-view", "trusted-issuer-edit", "trusted-issuer-cluster-view"}
+    bound = {
+        b["roleRef"]["name"] for b in rendered.of_kind("ClusterRoleBinding") + rendered.of_kind("RoleBinding")
+    }
+    assert not aggregated & bound
+    off = render({"rbac": {"aggregateClusterRoles": False}})
+    assert _aggregated(off) == {name: set() for name in AGGREGATES}
 
 
 def test_cert_manager_approver_role_is_optional_and_bound_to_cert_manager() -> None:
@@ -444,7 +568,12 @@ def test_cert_manager_approver_role_is_optional_and_bound_to_cert_manager() -> N
         {"kind": "ServiceAccount", "name": "cert-manager", "namespace": "cert-manager"}
     ]
     off = render({"rbac": {"certManagerApprover": {"enabled": False}}})
-    assert [r["metadata"]["name"] for r in off.of_kind("ClusterRole")] == ["trusted-issuer"]
+    assert "trusted-issuer-cert-manager-approver" not in {
+        r["metadata"]["name"] for r in off.of_kind("ClusterRole")
+    }
+    assert "trusted-issuer-cert-manager-approver" not in {
+        b["metadata"]["name"] for b in off.of_kind("ClusterRoleBinding")
+    }
 
 
 def test_metrics_service_selects_the_pod() -> None:
@@ -456,6 +585,97 @@ def test_metrics_service_selects_the_pod() -> None:
         {"name": "metrics", "port": 9402, "targetPort": "metrics", "protocol": "TCP"}
     ]
     assert rendered.of_kind("ServiceMonitor") == []
+
+
+def _admits(policy: dict[str, Any], source: dict[str, Any] | None, port: int, rendered: Rendered) -> bool:
+    """NetworkPolicy ingress semantics, for a policy that selects the pod: does one rule admit traffic
+    from ``source`` ({namespace, labels}; None for the node, which no peer selector matches) to the
+    container ``port``? Named ports resolve through the pod's container ports."""
+    named = {p["name"]: p["containerPort"] for p in rendered.container()["ports"]}
+    for rule in policy["spec"].get("ingress", []):
+        ports = [named.get(p["port"], p["port"]) for p in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        peers = rule.get("from")
+        if not peers:
+            return True  # no ``from``: every source, the node included
+        for peer in peers:
+            assert set(peer) <= {"namespaceSelector", "podSelector"}, peer
+            if source is None:
+                continue
+            namespace_labels = {"kubernetes.io/metadata.name": source["namespace"]}
+            want_namespace = peer.get("namespaceSelector", {}).get("matchLabels")
+            want_pod = peer.get("podSelector", {}).get("matchLabels") or {}
+            in_namespace = (
+                want_namespace.items() <= namespace_labels.items()
+                if "namespaceSelector" in peer
+                else source["namespace"] == policy["metadata"]["namespace"]
+            )
+            if in_namespace and want_pod.items() <= source["labels"].items():
+                return True
+    return False
+
+
+def test_network_policy_lets_only_the_named_scrapers_reach_metrics_and_every_prober_the_probes() -> None:
+    rendered = render(SCENARIOS["everything-on"])
+    policy = rendered.one("NetworkPolicy")
+    pod_labels = rendered.deployment()["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # the API server and a network HSM stay reachable
+    prometheus = {"namespace": "monitoring", "labels": {"app.kubernetes.io/name": "prometheus"}}
+    grafana = {"namespace": "monitoring", "labels": {"app.kubernetes.io/name": "grafana"}}
+    tenant = {"namespace": "team-a", "labels": {"app.kubernetes.io/name": "prometheus"}}
+    anything_in_observability = {"namespace": "observability", "labels": {"app": "agent"}}
+    metrics, health = 9402, 8080
+    assert _admits(policy, prometheus, metrics, rendered)
+    assert _admits(policy, anything_in_observability, metrics, rendered)
+    assert not _admits(policy, grafana, metrics, rendered)
+    assert not _admits(policy, tenant, metrics, rendered)
+    assert not _admits(policy, None, metrics, rendered)
+    # The kubelet probes from the node: the probe port admits every source; no other port is open.
+    container = rendered.container()
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "healthz"
+    for source in (None, tenant, prometheus):
+        assert _admits(policy, source, health, rendered)
+        assert not _admits(policy, source, 9999, rendered)
+
+
+def test_network_policy_without_scrapers_closes_metrics_and_is_off_by_default() -> None:
+    assert render({}).of_kind("NetworkPolicy") == []
+    rendered = render({"metrics": {"networkPolicy": {"enabled": True}}})
+    policy = rendered.one("NetworkPolicy")
+    prometheus = {"namespace": "monitoring", "labels": {"app.kubernetes.io/name": "prometheus"}}
+    assert not _admits(policy, prometheus, 9402, rendered)
+    assert _admits(policy, None, 8080, rendered)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"health": {"port": 9402}}, "health.port and metrics.port to differ"),
+        ({"metrics": {"networkPolicy": {"scrapers": ["monitoring"]}}}, "each entry is {namespace"),
+        ({"metrics": {"networkPolicy": {"scrapers": [{"podLabels": {"a": "b"}}]}}}, "needs a namespace"),
+        (
+            {"metrics": {"networkPolicy": {"scrapers": [{"namespace": "m", "ipBlock": "0.0.0.0/0"}]}}},
+            'unknown field "ipBlock"',
+        ),
+    ],
+    ids=[
+        "probe-and-metrics-on-one-port",
+        "scraper-not-a-mapping",
+        "scraper-without-namespace",
+        "unknown-field",
+    ],
+)
+def test_wrong_network_policy_values_fail_the_render(values: dict[str, Any], message: str) -> None:
+    assert message in _render_error(merged({"metrics": {"networkPolicy": {"enabled": True}}}, values))
+
+
+def test_metrics_bind_address_reaches_the_operator() -> None:
+    rendered = render({"metrics": {"bindAddress": "127.0.0.1"}})
+    env = {e["name"]: e["value"] for e in rendered.container()["env"] if "value" in e}
+    assert Settings.from_env(env).metrics_bind_address == "127.0.0.1"
 
 
 def test_replicas_are_placed_by_where_the_token_lives() -> None:

@@ -732,6 +732,24 @@ def test_cli_wrap_then_import(
     assert handle.public_key_sha256 == report["publicKeySHA256"]
 
 
+def test_hsm_keys_on_the_node_is_the_second_channel_for_expect_sha256(
+    tmp_path: Path, token_config: TokenConfig, wrapping: WrappingKey
+) -> None:
+    # What `provision wrap` tells an administrator to compare with: the wrapping key as the token itself
+    # lists it, not as status claims it.
+    env = {**os.environ, "TRUSTED_ISSUER_PKCS11_MODULE": token_config.module}
+    if token_config.token_label:
+        env["TRUSTED_ISSUER_TOKEN_LABEL"] = token_config.token_label
+    if token_config.pin.file:
+        env["TRUSTED_ISSUER_PIN_FILE"] = str(token_config.pin.file)
+    done = subprocess.run(
+        [*CLI, "hsm", "keys", "--json"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    listed = {row["keyLabel"]: row["publicKeySHA256"] for row in json.loads(done.stdout)}
+    assert listed[wrapping.handle.key_label] == wrapping.sha256
+
+
 @pytest.fixture(scope="module")
 def cli_dir(tmp_path_factory: pytest.TempPathFactory, wrapping: WrappingKey) -> Path:
     directory = tmp_path_factory.mktemp("cli-provision")
@@ -768,17 +786,21 @@ CLI_ERRORS = [
     ("wrapping-key-not-rsa", ["--key", "ca.key", "--wrapping-key", "ec-wk.pem"], "RSA public key"),
     ("out-exists", ["--key", "ca.key", "--out", "exists.bin"], "already exists"),
     ("fingerprint-mismatch", ["--key", "ca.key", "--expect-sha256", "00" * 32], "do not wrap"),
+    # The PEM comes from status, which a tenant may write: without a fingerprint from elsewhere, no wrap.
+    ("no-expected-fingerprint", ["--key", "ca.key", "--expect-sha256", None], "second channel"),
+    ("blank-expected-fingerprint", ["--key", "ca.key", "--expect-sha256", " "], "hsm keys"),
 ]
 
 
 @pytest.mark.parametrize(("case", "args", "fragment"), CLI_ERRORS, ids=[c[0] for c in CLI_ERRORS])
 def test_cli_wrap_bad_input_is_one_line_and_writes_nothing(
-    case: str, args: list[str], fragment: str, cli_dir: Path
+    case: str, args: list[str | None], fragment: str, cli_dir: Path, wrapping: WrappingKey
 ) -> None:
     before = sorted(p.name for p in cli_dir.iterdir())
-    defaults = {"--wrapping-key": "wk.pem", "--out": f"{case}.bin"}
+    defaults = {"--wrapping-key": "wk.pem", "--out": f"{case}.bin", "--expect-sha256": wrapping.sha256}
     given = dict(zip(args[::2], args[1::2], strict=True))
-    flags = [item for pair in {**defaults, **given}.items() for item in pair]
+    # A flag given as None is left out.
+    flags = [str(item) for pair in {**defaults, **given}.items() if pair[1] is not None for item in pair]
     done = _cli("provision", "wrap", *flags, cwd=cli_dir)
     secret_body = (cli_dir / "ca.key").read_text().splitlines()[1]
     _one_clear_line(done, fragment, secret_body, "c2VjcmV0c2VjcmV0")

@@ -106,7 +106,13 @@ def ca_certificate(
 
 
 def wrap_with_cli(workdir: Path, wrapping_pem: str, key: Key) -> bytes:
-    """`trusted-issuer provision wrap`, exactly as an administrator runs it."""
+    """`trusted-issuer provision wrap`, exactly as an administrator runs it. The expected fingerprint is
+    taken from the PEM itself: these tests are about the operator's side of the import, and no one here
+    swaps the key in status (the second channel, `hsm keys` on the node, is tested in
+    tests/integration/test_provision.py)."""
+    expected = public_key_fingerprint(
+        serialization.load_pem_public_key(wrapping_pem.encode())  # type: ignore[arg-type]
+    )
     tag = uuid.uuid4().hex[:8]
     wk, ca_key, out = workdir / f"wk-{tag}.pem", workdir / f"ca-{tag}.key", workdir / f"wrapped-{tag}.bin"
     wk.write_text(wrapping_pem)
@@ -127,6 +133,8 @@ def wrap_with_cli(workdir: Path, wrapping_pem: str, key: Key) -> bytes:
             str(ca_key),
             "--out",
             str(out),
+            "--expect-sha256",
+            expected,
         ],
         capture_output=True,
         text=True,

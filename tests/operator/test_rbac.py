@@ -6,9 +6,12 @@ The operator is restarted with an empty call log, then driven through everything
 issued, and a Kubernetes CertificateSigningRequest for our signer name (SubjectAccessReview, status).
 A conflict is injected into the first certificate publish of each request, so the re-read after a
 conflict is exercised too. The calls whose User-Agent is the operator's become RBAC rules
-(apiGroup, resource[/subresource], verb), and the ClusterRoles the chart binds to the operator's
-ServiceAccount must grant those and nothing else, but for the one rule the API server checks without
-the operator ever calling it (``signers`` ``sign``, before a CSR's ``status.certificate`` is written).
+(apiGroup, resource[/subresource], verb) in the namespace each was made in, and the (Cluster)Roles the
+chart binds to the operator's ServiceAccount must grant those and nothing else, but for the one rule the
+API server checks without the operator ever calling it (``signers`` ``sign``, before a CSR's
+``status.certificate`` is written). A rule granted by a Role counts only in that Role's namespace: the
+Secrets that intermediate issuers name are read in the namespaces ``rbac.secretAccess`` lists, and so
+must be granted there, and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import base64
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -44,21 +48,36 @@ OUR_SIGNERS = ["trustedissuers.trusted-issuer.dev/*", "trustedclusterissuers.tru
 #: signer write a CertificateSigningRequest's status.certificate (the sandbox enforces no RBAC).
 CHECKED_BY_THE_API_SERVER = {("certificates.k8s.io", "signers", "sign"): OUR_SIGNERS}
 DISCOVERY_PREFIXES = ("/api", "/apis", "/version")
-LEASE = "/apis/coordination.k8s.io/v1/namespaces/default/leases/trusted-issuer"
+#: The sandbox operator's namespace: where it keeps its Lease (no pod namespace: the default one). The
+#: chart is rendered into it, so its Lease Role lands where the Lease is.
+OPERATOR_NAMESPACE = "default"
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}/leases/trusted-issuer"
+#: TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE of the sandbox operator (tests/operator/conftest.py).
+CLUSTER_RESOURCE_NAMESPACE = "trusted-issuer"
 
 Rule = tuple[str, str, str]
 
 
-def _chart_grants(rendered: Rendered) -> tuple[set[Rule], dict[Rule, list[str]]]:
-    """Rules of every (Cluster)Role bound to the operator's ServiceAccount: unrestricted ones, and those
-    limited to resourceNames."""
+@dataclass
+class Grants:
+    """What the chart lets the operator's ServiceAccount do."""
+
+    #: Rules of ClusterRoles bound by ClusterRoleBindings: every namespace.
+    cluster: set[Rule] = field(default_factory=set)
+    #: Rules of Roles (or ClusterRoles) bound by RoleBindings: in the binding's namespace only.
+    namespaced: dict[str, set[Rule]] = field(default_factory=dict)
+    #: Rules limited to resourceNames.
+    named: dict[Rule, list[str]] = field(default_factory=dict)
+
+
+def _chart_grants(rendered: Rendered) -> Grants:
+    """Rules of every (Cluster)Role bound to the operator's ServiceAccount, by where they apply."""
     account = rendered.one("ServiceAccount")["metadata"]
     roles = {
-        (r["kind"], r["metadata"]["name"]): r
+        (r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"]): r
         for r in rendered.of_kind("ClusterRole") + rendered.of_kind("Role")
     }
-    granted: set[Rule] = set()
-    named: dict[Rule, list[str]] = {}
+    grants = Grants()
     for binding in rendered.of_kind("ClusterRoleBinding") + rendered.of_kind("RoleBinding"):
         subjects = binding.get("subjects") or []
         if not any(
@@ -68,16 +87,19 @@ def _chart_grants(rendered: Rendered) -> tuple[set[Rule], dict[Rule, list[str]]]
             for s in subjects
         ):
             continue
-        role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+        namespace = binding["metadata"].get("namespace")  # None for a ClusterRoleBinding
+        kind = binding["roleRef"]["kind"]
+        role = roles[(kind, namespace if kind == "Role" else None, binding["roleRef"]["name"])]
+        granted = grants.cluster if namespace is None else grants.namespaced.setdefault(namespace, set())
         for rule in role["rules"]:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
                         if rule.get("resourceNames"):
-                            named[(group, resource, verb)] = list(rule["resourceNames"])
+                            grants.named[(group, resource, verb)] = list(rule["resourceNames"])
                         else:
                             granted.add((group, resource, verb))
-    return granted, named
+    return grants
 
 
 def _agent_calls(sandbox: Sandbox) -> list[tuple[ApiCall, str]]:
@@ -112,8 +134,19 @@ def _agent_calls(sandbox: Sandbox) -> list[tuple[ApiCall, str]]:
 
 
 @pytest.fixture
-def chart() -> Rendered:
-    return render({})  # skips, saying what to install, when helm-python-sdk is missing
+def tenant() -> str:
+    """The namespace the test's issuers live in; the chart is told it uses intermediate CAs."""
+    return f"rbac-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def chart(tenant: str) -> Rendered:
+    # Skips, saying what to install, when helm-python-sdk is missing.
+    values = {
+        "operator": {"clusterResourceNamespace": CLUSTER_RESOURCE_NAMESPACE},
+        "rbac": {"secretAccess": {"namespaces": [tenant], "clusterIssuers": True}},
+    }
+    return render(values, namespace=OPERATOR_NAMESPACE)
 
 
 @pytest.fixture
@@ -144,9 +177,8 @@ def _gone(cluster: Cluster, path: str) -> bool:
     return False
 
 
-def _drive_the_operator(cluster: Cluster) -> None:
+def _drive_the_operator(cluster: Cluster, namespace: str) -> None:
     kube, sandbox = cluster.kube, cluster.sandbox
-    namespace = f"rbac-{uuid.uuid4().hex[:8]}"
     kube.namespace(namespace)
     requests, issuers = CR_PATH.format(ns=namespace), ISSUER_PATH.format(ns=namespace)
 
@@ -205,6 +237,16 @@ def _drive_the_operator(cluster: Cluster) -> None:
     waiting["spec"]["ca"] = {"intermediate": {"subject": "CN=sub", "secretName": "sub-ca"}}
     kube.create(issuers, waiting)
     kube.wait(f"{issuers}/sub", lambda o: condition(o).get("reason") == "AwaitingCACertificate")
+    # The same for a TrustedClusterIssuer: its Secret is read in the cluster resource namespace.
+    cluster_sub = f"rbac-sub-{uuid.uuid4().hex[:8]}"
+    waiting = issuer_body(cluster_sub)
+    waiting["spec"]["ca"] = {"intermediate": {"subject": "CN=sub", "secretName": cluster_sub}}
+    kube.create(CLUSTER_ISSUER_PATH, waiting)
+    kube.wait(
+        f"{CLUSTER_ISSUER_PATH}/{cluster_sub}",
+        lambda o: condition(o).get("reason") == "AwaitingCACertificate",
+    )
+    kube.delete(f"{CLUSTER_ISSUER_PATH}/{cluster_sub}")
     kube.delete(f"{issuers}/sub")
     kube.delete(f"{issuers}/ca")
     kube.delete(f"{CLUSTER_ISSUER_PATH}/{cluster_issuer}")
@@ -213,6 +255,7 @@ def _drive_the_operator(cluster: Cluster) -> None:
             _gone(cluster, f"{issuers}/ca")
             and _gone(cluster, f"{issuers}/sub")
             and _gone(cluster, f"{CLUSTER_ISSUER_PATH}/{cluster_issuer}")
+            and _gone(cluster, f"{CLUSTER_ISSUER_PATH}/{cluster_sub}")
         )
     )
 
@@ -225,12 +268,16 @@ def _renewed(cluster: Cluster) -> bool:
     return bool(spec.get("renewTime")) and spec.get("renewTime") != spec.get("acquireTime")
 
 
-def test_chart_grants_exactly_what_the_operator_calls(chart: Rendered, quiet_operator: Cluster) -> None:
-    _drive_the_operator(quiet_operator)
+def test_chart_grants_exactly_what_the_operator_calls(
+    chart: Rendered, tenant: str, quiet_operator: Cluster
+) -> None:
+    _drive_the_operator(quiet_operator, tenant)
     # The Lease it created on start-up is renewed (an update) every retry period.
     wait_until(lambda: _renewed(quiet_operator))
 
-    used: set[Rule] = set()
+    grants = _chart_grants(chart)
+    used_everywhere: set[Rule] = set()
+    used_in: dict[str, set[Rule]] = {}
     strangers: set[str] = set()
     for call, agent in _agent_calls(quiet_operator.sandbox):
         if agent.startswith(TEST_AGENTS):
@@ -242,10 +289,19 @@ def test_chart_grants_exactly_what_the_operator_calls(chart: Rendered, quiet_ope
             # Discovery: granted to every authenticated user by Kubernetes' system:discovery role.
             assert call.verb == "get" and call.path.startswith(DISCOVERY_PREFIXES), call
             continue
-        used.add(call.rule)
+        # A call in a namespace is the namespace's Role's if that Role grants it; otherwise it needs a
+        # cluster-wide grant, and a Secret read in a namespace the chart does not list shows up there.
+        if call.namespace is not None and call.rule in grants.namespaced.get(call.namespace, set()):
+            used_in.setdefault(call.namespace, set()).add(call.rule)
+        else:
+            used_everywhere.add(call.rule)
     assert not strangers, f"calls by unknown clients: {sorted(strangers)}"
 
-    granted, named = _chart_grants(chart)
-    assert sorted(used - granted) == [], "the operator calls what the chart does not grant"
-    assert sorted(granted - used) == [], "the chart grants what the operator never calls"
-    assert named == CHECKED_BY_THE_API_SERVER
+    assert sorted(used_everywhere - grants.cluster) == [], "the operator calls what the chart does not grant"
+    assert sorted(grants.cluster - used_everywhere) == [], "the chart grants what the operator never calls"
+    assert used_in == grants.namespaced, "a Role grants what the operator never calls in its namespace"
+    assert grants.named == CHECKED_BY_THE_API_SERVER
+    # The Secrets read, and where: the issuers' own namespace and the cluster resource namespace only.
+    secrets = ("", "secrets", "get")
+    assert secrets not in grants.cluster
+    assert {ns for ns, rules in used_in.items() if secrets in rules} == {tenant, CLUSTER_RESOURCE_NAMESPACE}

@@ -294,3 +294,50 @@ def test_profiles_carry_an_attestation_provider(tmp_path: Path) -> None:
     path.write_text("profiles:\n  soft:\n    tokenLabel: t\n    pinFile: /p\n    attestation: sgx-dcap\n")
     with pytest.raises(ConfigurationError, match="profile 'soft': unknown attestation provider 'sgx-dcap'"):
         load_profiles(path, Settings.from_env())
+
+
+# -- the CLI's --expect-sha256 is mandatory ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expected", "fragment"),
+    [
+        (None, "--expect-sha256 is required"),
+        ("  ", "second channel"),
+        ("ab" * 32, "do not wrap for it"),
+    ],
+    ids=["absent", "blank", "another-key"],
+)
+def test_cli_wraps_only_for_a_fingerprint_from_a_second_channel(
+    expected: str | None, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from issuer.__main__ import EXIT_BAD_INPUT, main
+
+    wk = tmp_path / "wk.pem"
+    wk.write_bytes(
+        wrapping_private()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    key = tmp_path / "ca.key"
+    key.write_bytes(
+        ca_key("ecdsa-p256").private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    out = tmp_path / "wrapped-key.bin"
+    flags = ["provision", "wrap", "--wrapping-key", str(wk), "--key", str(key), "--out", str(out)]
+    if expected is not None:
+        flags += ["--expect-sha256", expected]
+    assert main(flags) == EXIT_BAD_INPUT
+    printed = capsys.readouterr()
+    lines = printed.err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], printed.err
+    if expected is None or not expected.strip():
+        # It says where the fingerprint must come from: the token's node, not the issuer's status.
+        assert "`trusted-issuer hsm keys`" in lines[0] and "never from the issuer's status" in lines[0]
+    assert printed.out == "" and not out.exists()
+    # The right fingerprint, as `hsm keys` prints it (any case), wraps.
+    right = public_key_fingerprint(wrapping_private().public_key()).upper()
+    assert main([*flags[:8], "--expect-sha256", right]) == 0
+    assert provision.parse_wrapped_key(out.read_bytes()).wrapping_key_sha256 == right.lower()

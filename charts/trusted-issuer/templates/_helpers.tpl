@@ -147,3 +147,8 @@ value fails the render with a message instead of failing the operator at start-u
 {{- define "trusted-issuer.pinDir" -}}
 /var/run/trusted-issuer/pins
 {{- end }}
+
+{{/* Where TrustedClusterIssuers' Secrets live (TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE). */}}
+{{- define "trusted-issuer.clusterResourceNamespace" -}}
+{{- default .Release.Namespace .Values.operator.clusterResourceNamespace }}
+{{- end }}
