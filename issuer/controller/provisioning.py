@@ -261,11 +261,14 @@ async def _import(
     if data is None:
         raise PendingError(
             f"waiting for the wrapped CA key: save status.wrappingKey.publicKeyPEM of `{place.kubectl()}` "
-            f"as wk.pem, compare its SHA-256 ({wrapping.sha256}) with `trusted-issuer provision fingerprint "
-            f"--wrapping-key wk.pem`, run `trusted-issuer provision wrap --wrapping-key wk.pem --key ca.key "
-            f"--out {WRAPPED_KEY}`, then `kubectl create secret generic {spec.import_secret} -n "
-            f"{place.secret_namespace} --from-file={WRAPPED_KEY} --from-file={CERTIFICATE} "
-            f"[--from-file={ROOT}]`",
+            "as wk.pem; take the wrapping key's SHA-256 through a second channel, never from this status "
+            "(whoever can write status can swap the key and its fingerprint): on the token's node, "
+            "`trusted-issuer hsm keys` lists it as the PUBLIC-KEY-SHA256 of label "
+            f"{wrapping.handle.key_label!r}; "
+            "run `trusted-issuer provision wrap --wrapping-key wk.pem --key ca.key --expect-sha256 <that "
+            f"SHA-256> --out {WRAPPED_KEY}` (it refuses any other key), then `kubectl create secret generic "
+            f"{spec.import_secret} -n {place.secret_namespace} --from-file={WRAPPED_KEY} "
+            f"--from-file={CERTIFICATE} [--from-file={ROOT}]`",
             api.REASON_AWAITING_WRAPPED_KEY,
         )
     missing = [k for k in (WRAPPED_KEY, CERTIFICATE) if not data.get(k)]

@@ -192,9 +192,9 @@ def test_deletion_with_destroy_destroys_only_the_issuers_own_keys(secure: Secure
     kube = secure.cluster.kube
     tag = f"dd-{field.lower()}"
     _, stolen = victim(kube, "TrustedIssuer", tag)
-    path, _ = attacker(kube, "TrustedIssuer", tag)
-    kube.call("PATCH", path, {"spec": {"deletionPolicy": "Destroy"}}, "application/merge-patch+json")
-    own = kube.get(path)["status"]["keyHandle"]
+    path, _ = attacker(kube, "TrustedIssuer", tag, deletionPolicy="Destroy")
+    # The delete handler runs only once the operator holds its finalizer on the issuer.
+    own = kube.wait(path, lambda o: bool(o["metadata"].get("finalizers")))["status"]["keyHandle"]
     poisoned: dict[str, Any] = {
         "keyHandle": {"keyHandle": stolen},
         "nextKey": {"nextKey": {"keyHandle": stolen, "generation": 1}},
@@ -214,6 +214,12 @@ def test_deletion_with_destroy_destroys_only_the_issuers_own_keys(secure: Secure
     _wait_gone(kube, path)
     labels = token_labels(secure)
     assert stolen["keyLabel"] in labels
+    left = [
+        line
+        for line in secure.cluster.operator.log().splitlines()
+        if "key left in the token" in line and stolen["keyLabel"] in line
+    ]
+    assert left, f"the operator did not report refusing {stolen['keyLabel']!r}"
     if field != "keyHandle":
         # The issuer's own key, still recorded, is destroyed as asked.
         assert own["keyLabel"] not in labels
