@@ -29,7 +29,7 @@ YAML
 
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export KUBECONFIG="$work/kubeconfig"
-"$PY" -m issuer.sandbox --port "$port" --kubeconfig "$KUBECONFIG" --cert-manager > "$work/sandbox.log" 2>&1 &
+"$PY" -m trusted_issuer_sandbox --port "$port" --kubeconfig "$KUBECONFIG" --cert-manager > "$work/sandbox.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -f "$KUBECONFIG" ] && "$KUBECTL" version >/dev/null 2>&1 && break; sleep 0.1; done
 

@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from trusted_issuer_sandbox import ApiCall, Sandbox, allow_rows
 
-from issuer.sandbox import ApiCall, Sandbox, allow_rows
 from tests.chart.rendering import Rendered, render
 from tests.csrs import make_csr
 from tests.operator.conftest import Cluster, wait_until
