@@ -34,8 +34,8 @@ test: ## run the tests (unit, integration on a real SoftHSM2 token; e2e skips wi
 .PHONY: lint
 lint: ## ruff, mypy and the import contracts (the wall between signer and controller)
 	@VENV=$(VENV) scripts/bootstrap.sh
-	@$(VENV)/bin/ruff check issuer tests benchmarks charts/trusted-issuer/files
-	@$(VENV)/bin/ruff format --check issuer tests benchmarks charts/trusted-issuer/files
+	@$(VENV)/bin/ruff check issuer sandbox tests benchmarks charts/trusted-issuer/files
+	@$(VENV)/bin/ruff format --check issuer sandbox tests benchmarks charts/trusted-issuer/files
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/lint-imports
 

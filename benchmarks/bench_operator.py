@@ -3,7 +3,7 @@
     python -m benchmarks.bench_operator [--requests 1000] [--held 10000] [--algorithms ecdsa-p256,rsa-2048]
 
 Every part runs in its own process, so no two share a GIL: the sandbox API server
-(``python -m issuer.sandbox``), the operator (``python -m issuer run``, its own process group with
+(``python -m trusted_issuer_sandbox``), the operator (``python -m issuer run``, its own process group with
 its signing workers), the floor (``benchmarks.floor_client``), and this driver, which creates the
 requests, approves them and watches them.
 
@@ -215,7 +215,15 @@ class Child:
 def start_sandbox(workdir: Path) -> tuple[Child, str, Path]:
     kubeconfig = workdir / "kubeconfig"
     port = _free_port()
-    argv = [sys.executable, "-m", "issuer.sandbox", "--port", str(port), "--kubeconfig", str(kubeconfig)]
+    argv = [
+        sys.executable,
+        "-m",
+        "trusted_issuer_sandbox",
+        "--port",
+        str(port),
+        "--kubeconfig",
+        str(kubeconfig),
+    ]
     argv += ["--cert-manager"] + [
         a for crd in sorted((ROOT / "crds").glob("*.yaml")) for a in ("--crd", str(crd))
     ]

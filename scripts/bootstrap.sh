@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what trusted-issuer needs on a fresh Debian/Ubuntu machine: the system packages (as root;
-# otherwise it says exactly what to install) and a virtualenv with the package and its test tools.
+# otherwise it says exactly what to install) and a virtualenv with the package, its test tools and the
+# sandbox API server (sandbox/, a distribution of its own: the demo's, tests' and benchmarks' fake cluster).
 set -euo pipefail
 
 VENV=${VENV:-.venv}
@@ -29,8 +30,8 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "==> creating $VENV and installing trusted-issuer with its test tools"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ sandbox/pyproject.toml -nt "$stamp" ]; then
+  echo "==> creating $VENV and installing trusted-issuer with its test tools and the sandbox"
   if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       apt-get install -y -qq python3-venv >/dev/null
@@ -41,6 +42,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     fi
   fi
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e '.[test,lint]'
+  "$VENV/bin/python" -m pip install -q -e '.[test,lint]' -e ./sandbox
   touch "$stamp"
 fi

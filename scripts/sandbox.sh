@@ -35,7 +35,7 @@ export TRUSTED_ISSUER_HEALTH_PORT=${TRUSTED_ISSUER_HEALTH_PORT:-$(free_port)}
 export TRUSTED_ISSUER_METRICS_PORT=${TRUSTED_ISSUER_METRICS_PORT:-$(free_port)}
 export TRUSTED_ISSUER_METRICS_BIND_ADDRESS=${TRUSTED_ISSUER_METRICS_BIND_ADDRESS:-127.0.0.1}
 export KUBECONFIG="$work/kubeconfig"
-"$PY" -m issuer.sandbox --port "$port" --kubeconfig "$KUBECONFIG" --cert-manager > "$work/sandbox.log" 2>&1 &
+"$PY" -m trusted_issuer_sandbox --port "$port" --kubeconfig "$KUBECONFIG" --cert-manager > "$work/sandbox.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -f "$KUBECONFIG" ] && "$KUBECTL" version >/dev/null 2>&1 && break; sleep 0.1; done
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
 
-from issuer.sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
 from issuer.signer.keys import TokenConfig
 from tests.operator.kube import Kube
 

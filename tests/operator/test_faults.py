@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 
-from issuer.sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer.devtoken import DevToken, init_dev_token
 from issuer.signer.keys import PinSource, TokenConfig

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
 
 from issuer.controller.election import Attempt, FencedKubeClient, Leadership, LeaseElector, LeaseTiming
 from issuer.controller.kubeapi import Credentials, KubeClient
 from issuer.errors import ConfigurationError, RetryableError
-from issuer.sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
 from issuer.settings import Settings
 from issuer.signer.keys import TokenConfig
 from tests.csrs import make_csr

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from trusted_issuer_sandbox import allow_rows
 
-from issuer.sandbox import allow_rows
 from tests.csrs import make_csr
 from tests.operator.conftest import Cluster
 from tests.operator.kube import (

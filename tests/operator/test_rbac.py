@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from trusted_issuer_sandbox import ApiCall, Sandbox, allow_rows
 
-from issuer.sandbox import ApiCall, Sandbox, allow_rows
 from tests.chart.rendering import Rendered, render
 from tests.csrs import make_csr
 from tests.operator.conftest import Cluster, wait_until

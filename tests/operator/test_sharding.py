@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 
-from issuer.sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 from issuer.signer.keys import TokenConfig
 from tests.csrs import make_csr
 from tests.operator.conftest import OUR_CRDS, Operator, operator_env, token_profile, wait_until

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from issuer.sandbox import allow_rows
+from trusted_issuer_sandbox import allow_rows
+
 from tests.csrs import make_csr
 from tests.operator.kube import CLUSTER_ISSUER_PATH, condition, issuer_body
 from tests.security.conftest import SecureCluster

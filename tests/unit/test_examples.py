@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
+from trusted_issuer_sandbox.schema import ObjectSchema
 
 from issuer.controller.issuer_spec import IssuerSpec
-from issuer.sandbox.schema import ObjectSchema
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

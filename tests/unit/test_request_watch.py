@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox
 
 from issuer.controller.events import EventPoster, event_body
 from issuer.controller.kinds import CERTIFICATE_REQUESTS
 from issuer.controller.kubeapi import Credentials, KubeClient
 from issuer.controller.watch import ObjectName, Reflector, WatchEvent
-from issuer.sandbox import CERTIFICATE_REQUEST_CRD, Sandbox
 from issuer.signer.x509 import utcnow
 
 pytestmark = pytest.mark.asyncio

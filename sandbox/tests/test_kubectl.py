@@ -11,8 +11,7 @@ from pathlib import Path
 
 import yaml
 from sandbox_clients import CertificateRequestFactory, Kubectl, kubectl_binary
-
-from issuer.sandbox import Sandbox
+from trusted_issuer_sandbox import Sandbox
 
 
 def condition_patch(kind: str) -> str:
@@ -146,7 +145,7 @@ def test_the_standalone_process(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "issuer.sandbox",
+            "trusted_issuer_sandbox",
             "--port",
             str(port),
             "--kubeconfig",

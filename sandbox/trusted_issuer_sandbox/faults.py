@@ -16,7 +16,7 @@ import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from issuer.sandbox.routing import ApiCall
+from trusted_issuer_sandbox.routing import ApiCall
 
 
 @dataclass

@@ -13,8 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-
-from issuer.sandbox import Sandbox
+from trusted_issuer_sandbox import Sandbox
 
 #: Runs kubectl against the sandbox: ``kubectl("get", "ns", check=True, stdin=None)``.
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 from sandbox_clients import CR_PATH, CertificateRequestFactory, HttpApi
-
-from issuer.sandbox import Sandbox
+from trusted_issuer_sandbox import Sandbox
 
 pytestmark = pytest.mark.asyncio
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from issuer.sandbox import errors, patches
-from issuer.sandbox.resources import (
+from trusted_issuer_sandbox import errors, patches
+from trusted_issuer_sandbox.resources import (
     CERTIFICATE_SIGNING_REQUESTS,
     CUSTOM_RESOURCE_DEFINITIONS,
     NAMESPACES,
@@ -39,7 +39,7 @@ from issuer.sandbox.resources import (
     ResourceType,
     types_from_crd,
 )
-from issuer.sandbox.selectors import FieldSelector, LabelSelector
+from trusted_issuer_sandbox.selectors import FieldSelector, LabelSelector
 
 #: (group, plural, namespace or "" for cluster-scoped objects, name)
 ObjectKey = tuple[str, str, str, str]

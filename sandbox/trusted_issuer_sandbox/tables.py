@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from issuer.sandbox.resources import (
+from trusted_issuer_sandbox.resources import (
     CERTIFICATE_SIGNING_REQUESTS,
     EVENTS,
     LEASES,

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from issuer.sandbox.resources import ResourceType
+    from trusted_issuer_sandbox.resources import ResourceType
 
 #: The reason kube-apiserver gives for each status code that has no more specific reason.
 REASONS_BY_CODE = {

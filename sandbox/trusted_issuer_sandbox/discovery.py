@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from issuer.sandbox.resources import ResourceRegistry, ResourceType
+from trusted_issuer_sandbox.resources import ResourceRegistry, ResourceType
 
 SERVER_VERSION = {
     "major": "1",

@@ -7,7 +7,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from issuer.sandbox.server import Sandbox
+from trusted_issuer_sandbox.server import Sandbox
 
 
 class SandboxThread:

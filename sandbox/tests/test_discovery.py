@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sandbox_clients import HttpApi
-
-from issuer.sandbox.routing import ApiPath, describe_call, parse_api_path
+from trusted_issuer_sandbox.routing import ApiPath, describe_call, parse_api_path
 
 
 @pytest.mark.asyncio

@@ -43,21 +43,21 @@ import kmock
 import yaml
 import yarl
 
-from issuer.sandbox import discovery, errors, patches, tables
-from issuer.sandbox.authorization import AccessPolicy, answer_review, deny_all
-from issuer.sandbox.faults import Fault, FaultInjector
-from issuer.sandbox.kubeconfig import write_kubeconfig
-from issuer.sandbox.resources import (
+from trusted_issuer_sandbox import discovery, errors, patches, tables
+from trusted_issuer_sandbox.authorization import AccessPolicy, answer_review, deny_all
+from trusted_issuer_sandbox.faults import Fault, FaultInjector
+from trusted_issuer_sandbox.kubeconfig import write_kubeconfig
+from trusted_issuer_sandbox.resources import (
     NAMESPACES,
     SELF_SUBJECT_ACCESS_REVIEWS,
     ResourceRegistry,
     ResourceType,
     load_crd_documents,
 )
-from issuer.sandbox.routing import ApiCall, ApiPath, describe_call, parse_api_path
-from issuer.sandbox.selectors import FieldSelector, LabelSelector
-from issuer.sandbox.store import ObjectKey, ObjectStore
-from issuer.sandbox.watch import WatchOptions, watch_events
+from trusted_issuer_sandbox.routing import ApiCall, ApiPath, describe_call, parse_api_path
+from trusted_issuer_sandbox.selectors import FieldSelector, LabelSelector
+from trusted_issuer_sandbox.store import ObjectKey, ObjectStore
+from trusted_issuer_sandbox.watch import WatchOptions, watch_events
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from issuer.sandbox.errors import ApiError
-from issuer.sandbox.resources import ResourceType
-from issuer.sandbox.selectors import FieldSelector, LabelSelector
-from issuer.sandbox.store import ObjectStore, selects
+from trusted_issuer_sandbox.errors import ApiError
+from trusted_issuer_sandbox.resources import ResourceType
+from trusted_issuer_sandbox.selectors import FieldSelector, LabelSelector
+from trusted_issuer_sandbox.store import ObjectStore, selects
 
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 

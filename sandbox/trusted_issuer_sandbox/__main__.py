@@ -1,4 +1,4 @@
-"""``python -m issuer.sandbox``: serve a sandbox until interrupted, and write a kubeconfig for it."""
+"""``python -m trusted_issuer_sandbox``: serve a sandbox until interrupted, and write a kubeconfig for it."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from issuer.sandbox import CERTIFICATE_REQUEST_CRD, Sandbox
+from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m issuer.sandbox", description="Serve a local sandbox Kubernetes API on plain http."
+        prog="python -m trusted_issuer_sandbox",
+        description="Serve a local sandbox Kubernetes API on plain http.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")

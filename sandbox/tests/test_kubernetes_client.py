@@ -17,8 +17,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 from sandbox_clients import CertificateRequestFactory
-
-from issuer.sandbox import Sandbox, allow_rows
+from trusted_issuer_sandbox import Sandbox, allow_rows
 
 CR = ("cert-manager.io", "v1", "default", "certificaterequests")
 

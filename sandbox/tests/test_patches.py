@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 from sandbox_clients import CR_PATH, CertificateRequestFactory, HttpApi
-
-from issuer.sandbox.patches import (
+from trusted_issuer_sandbox.patches import (
     PatchError,
     PatchTestFailed,
     apply_json_patch,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from issuer.sandbox.store import SANDBOX_USER
+from trusted_issuer_sandbox.store import SANDBOX_USER
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from issuer.sandbox.schema import ObjectSchema
+from trusted_issuer_sandbox.schema import ObjectSchema
 
 #: Verbs of ordinary stored resources, as discovery reports them.
 STORED_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")

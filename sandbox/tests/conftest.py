@@ -12,8 +12,7 @@ import kubernetes
 import pytest
 import pytest_asyncio
 from sandbox_clients import CertificateRequestFactory, HttpApi, Kubectl, kubectl_binary
-
-from issuer.sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
+from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
 
 #: Short, so that the bookmark tests are quick.
 BOOKMARK_INTERVAL = 0.3

@@ -8,9 +8,8 @@ import time
 import aiohttp
 import pytest
 from sandbox_clients import CR_PATH, CertificateRequestFactory, HttpApi
-
-from issuer.sandbox import Sandbox
-from issuer.sandbox.watch import INITIAL_EVENTS_END
+from trusted_issuer_sandbox import Sandbox
+from trusted_issuer_sandbox.watch import INITIAL_EVENTS_END
 
 pytestmark = pytest.mark.asyncio
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 from sandbox_clients import CR_PATH, CertificateRequestFactory, HttpApi
-
-from issuer.sandbox import Sandbox
+from trusted_issuer_sandbox import Sandbox
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,7 +15,7 @@ On a thread of its own (for synchronous code, and for kopf: see ``SandboxThread`
 
     with SandboxThread(crds=[...]) as sandbox: ...
 
-Standalone: ``python -m issuer.sandbox --port 8001 --kubeconfig ./kubeconfig --crd FILE...``.
+Standalone: ``python -m trusted_issuer_sandbox --port 8001 --kubeconfig ./kubeconfig --crd FILE...``.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from issuer.sandbox.authorization import AccessPolicy, AccessRequest, allow_rows, deny_all
-from issuer.sandbox.errors import ApiError
-from issuer.sandbox.faults import FaultInjector, FaultRule
-from issuer.sandbox.resources import ResourceType
-from issuer.sandbox.routing import ApiCall
-from issuer.sandbox.server import Sandbox
-from issuer.sandbox.threaded import SandboxThread
+from trusted_issuer_sandbox.authorization import AccessPolicy, AccessRequest, allow_rows, deny_all
+from trusted_issuer_sandbox.errors import ApiError
+from trusted_issuer_sandbox.faults import FaultInjector, FaultRule
+from trusted_issuer_sandbox.resources import ResourceType
+from trusted_issuer_sandbox.routing import ApiCall
+from trusted_issuer_sandbox.server import Sandbox
+from trusted_issuer_sandbox.threaded import SandboxThread
 
 #: cert-manager's CRDs as shipped in this package (see its README.md for their origin).
-CERT_MANAGER_CRDS = Path(str(files("issuer") / "data" / "cert-manager"))
+CERT_MANAGER_CRDS = Path(str(files("trusted_issuer_sandbox") / "data" / "cert-manager"))
 CERTIFICATE_REQUEST_CRD = CERT_MANAGER_CRDS / "cert-manager.io_certificaterequests.yaml"
 
 __all__ = [

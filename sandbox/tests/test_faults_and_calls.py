@@ -9,8 +9,7 @@ import aiohttp
 import kmock
 import pytest
 from sandbox_clients import CR_PATH, CertificateRequestFactory, HttpApi
-
-from issuer.sandbox import ApiCall, ApiError, Sandbox
+from trusted_issuer_sandbox import ApiCall, ApiError, Sandbox
 
 pytestmark = pytest.mark.asyncio
 

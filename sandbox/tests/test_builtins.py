@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 from sandbox_clients import HttpApi
-
-from issuer.sandbox import AccessRequest, Sandbox, allow_rows
+from trusted_issuer_sandbox import AccessRequest, Sandbox, allow_rows
 
 pytestmark = pytest.mark.asyncio
 
