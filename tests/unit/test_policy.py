@@ -6,9 +6,11 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -960,3 +962,25 @@ def test_a_ca_common_name_need_not_repeat_a_san() -> None:
     # A sub-CA's CN names the CA; its NameConstraints, not its CN, bound what it may name.
     assert ALL_KINDS.check_names(_cn("alpha sub-CA"), [], is_ca=True) is None
     assert "is not one of the request's SANs" in _judge(ALL_KINDS, [], subject=_cn("alpha sub-CA"))
+
+
+# -- the shipped examples ------------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _example_policies() -> list[Any]:
+    found = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document.get("kind") in ("TrustedIssuer", "TrustedClusterIssuer"):
+                policy = document["spec"].get("policy")
+                found.append(pytest.param(policy, id=f"{path.stem}-{document['metadata']['name']}"))
+    return found
+
+
+@pytest.mark.parametrize("spec", _example_policies())
+def test_every_example_policy_is_valid(spec: dict[str, Any] | None) -> None:
+    policy = Policy.from_spec(spec)
+    if policy.allow_ca and policy.restricts_names():
+        assert policy.sub_ca_name_constraints() is not None
