@@ -462,6 +462,21 @@ def newly_refused_forms(policy: Policy) -> tuple[str, ...]:
     return tuple(refused)
 
 
+#: Names the policy semantics of issue 12; an announcement of :func:`tightening_message` made under an
+#: older value (or none) is due again.
+POLICY_SEMANTICS = "2026-12-stricter-defaults"
+
+
+def tightening_message(policy: Policy) -> str:
+    """One Event message telling an issuer's owner what :func:`newly_refused_forms` found, at most 1024
+    characters (an Event's message limit). Never empty: every issuer now refuses non-canonical SPIFFE IDs."""
+    refused = newly_refused_forms(policy)
+    message = (
+        "stricter policy defaults: this issuer now refuses " + "; ".join(refused) + " (see docs/policy.md)"
+    )
+    return message[:1024]
+
+
 _DNS_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 

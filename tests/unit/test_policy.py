@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from issuer.errors import PermanentError
-from issuer.signer.policy import Policy, newly_refused_forms, resolve_usages
+from issuer.signer.policy import Policy, newly_refused_forms, resolve_usages, tightening_message
 
 NO_SUBJECT = x509.Name([])
 
@@ -984,3 +984,31 @@ def test_every_example_policy_is_valid(spec: dict[str, Any] | None) -> None:
     policy = Policy.from_spec(spec)
     if policy.allow_ca and policy.restricts_names():
         assert policy.sub_ca_name_constraints() is not None
+
+
+def test_tightening_message_names_every_refused_form() -> None:
+    policy = Policy.from_spec({"dnsDomains": ["svc.cluster.local"]})
+    message = tightening_message(policy)
+    assert message is not None and message.startswith("stricter policy defaults: this issuer now refuses ")
+    for form in newly_refused_forms(policy):
+        assert form in message
+    assert len(message) <= 1024
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        pytest.param({}, ["SPIFFE IDs", "cert sign and crl sign", "'any'"], id="no-policy"),
+        pytest.param(
+            {"uriPrefixes": ["spiffe://td/"], "allowedUsages": ["client auth", "digital signature"]},
+            ["DNS name SANs", "IP address SANs", "email SANs", "common name", "query or fragment"],
+            id="uri-only-narrow-usages",
+        ),
+    ],
+)
+def test_tightening_message_for_an_issuer(spec: dict[str, Any], words: list[str]) -> None:
+    message = tightening_message(Policy.from_spec(spec))
+    for word in words:
+        assert word in message
+    if spec.get("allowedUsages"):
+        assert "cert sign" not in message and "'any'" not in message
