@@ -433,9 +433,9 @@ class Policy:
 
 def newly_refused_forms(policy: Policy) -> tuple[str, ...]:
     """The request forms ``policy`` refuses that the rules before the stricter defaults (issue 12)
-    admitted, one plain sentence each naming the policy field involved, in a stable order; empty when
-    nothing this issuer used to sign is refused now. For an Event on the issuer, so that its owner learns
-    why requests that used to be issued fail."""
+    admitted, one plain sentence each naming the policy field involved, in a stable order. Never empty:
+    every issuer now refuses non-canonical SPIFFE IDs. For an Event on the issuer, so that its owner
+    learns why requests that used to be issued fail."""
     refused: list[str] = []
     if policy.restricts_names():
         for kind, rule, value in (
