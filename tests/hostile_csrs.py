@@ -154,6 +154,10 @@ def _name_attributes(count: int) -> x509.Name:
     )
 
 
+def _cn_name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
 def _csr(
     *,
     subject: x509.Name | None = None,
@@ -188,7 +192,7 @@ def corpus() -> tuple[HostileCase, ...]:
 
 
 def _corpus() -> tuple[HostileCase, ...]:
-    good = make_csr(common_name="hostile", dns=[VALID_DNS])
+    good = make_csr(common_name=VALID_DNS, dns=[VALID_DNS])
     good_der = x509.load_pem_x509_csr(good).public_bytes(serialization.Encoding.DER)
     cn_placeholder = "P" * 60
     with_placeholder_cn = make_csr(common_name=cn_placeholder, dns=[VALID_DNS])
@@ -289,7 +293,7 @@ def _corpus() -> tuple[HostileCase, ...]:
         HostileCase("no-subject-no-sans", "neither a subject nor subject alternative names", csr=_csr()),
         HostileCase(
             "common-name-host-outside-policy",
-            "policy forbids common name 'evil.example.net'",
+            "common name 'evil.example.net' is not one of the request's SANs",
             csr=make_csr(common_name="evil.example.net"),
         ),
         # -- SANs ---
@@ -396,12 +400,12 @@ def _corpus() -> tuple[HostileCase, ...]:
         ),
         HostileCase(
             "uri-encoded-slash",
-            "percent-encoded separators",
+            "not a canonical SPIFFE ID: it has %-encoding",
             csr=_csr(names=[x509.UniformResourceIdentifier("spiffe://cluster.local/ns/a%2F..%2Fadmin")]),
         ),
         HostileCase(
             "uri-user-info",
-            "without user info",
+            "not a canonical SPIFFE ID: it has user info",
             csr=_csr(names=[x509.UniformResourceIdentifier("spiffe://evil@cluster.local/ns/x")]),
         ),
         HostileCase(
@@ -413,6 +417,67 @@ def _corpus() -> tuple[HostileCase, ...]:
             "uri-with-space",
             "is not a valid URI",
             csr=_csr(names=[x509.UniformResourceIdentifier("spiffe://cluster.local/ns/a b")]),
+        ),
+        # -- the stricter defaults (issue 12, section 3) ---
+        HostileCase(
+            "common-name-trailing-space-outside-policy",
+            "common name 'evil.example.net ' (trimmed 'evil.example.net') is not one of the request's SANs",
+            csr=_csr(subject=_cn_name("evil.example.net "), names=[x509.DNSName(VALID_DNS)]),
+        ),
+        HostileCase(
+            "common-name-free-text-beside-sans",
+            "common name 'payments admin' is not one of the request's SANs",
+            csr=_csr(subject=_cn_name("payments admin"), names=[x509.DNSName(VALID_DNS)]),
+        ),
+        HostileCase(
+            "spiffe-query-names-other-namespace",
+            "not a canonical SPIFFE ID: it has a query",
+            csr=_csr(names=[x509.UniformResourceIdentifier("spiffe://cluster.local/ns/a/sa/x?ns=beta")]),
+        ),
+        HostileCase(
+            "spiffe-fragment-names-other-namespace",
+            "not a canonical SPIFFE ID: it has a fragment",
+            csr=_csr(
+                names=[x509.UniformResourceIdentifier("spiffe://cluster.local/ns/a/sa/x#/ns/beta/sa/admin")]
+            ),
+        ),
+        HostileCase(
+            "spiffe-port",
+            "not a canonical SPIFFE ID: it has a port",
+            csr=_csr(names=[x509.UniformResourceIdentifier("spiffe://cluster.local:443/ns/a/sa/x")]),
+        ),
+        HostileCase(
+            "spiffe-upper-case-trust-domain",
+            "not a canonical SPIFFE ID: the trust domain must be lower-case",
+            csr=_csr(names=[x509.UniformResourceIdentifier("spiffe://Cluster.Local/ns/a/sa/x")]),
+        ),
+        HostileCase(
+            "spiffe-upper-case-scheme",
+            "not a canonical SPIFFE ID: the scheme must be lower-case",
+            csr=_csr(names=[x509.UniformResourceIdentifier("SPIFFE://cluster.local/ns/a/sa/x")]),
+        ),
+        HostileCase(
+            "spiffe-encoded-letter",
+            "not a canonical SPIFFE ID: it has %-encoding",
+            csr=_csr(names=[x509.UniformResourceIdentifier("spiffe://cluster.local/ns/%61/sa/x")]),
+        ),
+        HostileCase(
+            "cert-sign-on-a-leaf",
+            "usages cert sign are for CA certificates only; spec.isCA is false",
+            csr=make_csr(dns=[VALID_DNS]),
+            usages=("digital signature", "cert sign"),
+        ),
+        HostileCase(
+            "crl-sign-on-a-leaf",
+            "usages crl sign are for CA certificates only; spec.isCA is false",
+            csr=make_csr(dns=[VALID_DNS]),
+            usages=("digital signature", "crl sign"),
+        ),
+        HostileCase(
+            "any-extended-key-usage",
+            "policy forbids the 'any' extended key usage",
+            csr=make_csr(dns=[VALID_DNS]),
+            usages=("digital signature", "any"),
         ),
         HostileCase(
             "email-without-at",

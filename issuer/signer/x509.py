@@ -500,7 +500,7 @@ def issue_checked_certificate(
     usages = _check_csr_agrees(csr, request, family)
     policy.check_request(is_ca=request.is_ca, usages=request.usages)
     names = subject_alternative_names(csr)
-    policy.check_names(csr.subject, names)
+    policy.check_names(csr.subject, names, is_ca=request.is_ca)
     subject = csr.subject
     if not len(subject) and not names:
         raise PermanentError("CSR has neither a subject nor subject alternative names")
@@ -535,6 +535,11 @@ def issue_checked_certificate(
         builder = builder.add_extension(key_usage_extension(usages.key_usage_bits), critical=True)
     if usages.extended:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages.extended)), critical=False)
+    if request.is_ca:
+        constraints = policy.sub_ca_name_constraints()
+        if constraints is not None:
+            # Critical (RFC 5280 4.2.1.10): a verifier that cannot enforce it must refuse the chain.
+            builder = builder.add_extension(constraints, critical=True)
     if names:
         # RFC 5280 4.2.1.6: with an empty subject the SAN extension carries the identity and is critical.
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=not len(subject))

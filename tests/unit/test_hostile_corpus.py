@@ -53,5 +53,5 @@ def test_hostile_request_is_refused_with_its_cause(pki: PKI, case: HostileCase) 
 
 def test_the_valid_control_request_is_issued(pki: PKI) -> None:
     # Proves the corpus's policy and CA are not simply refusing everything.
-    control = HostileCase("control", "", csr=make_csr(common_name="hostile", dns=[VALID_DNS]))
+    control = HostileCase("control", "", csr=make_csr(common_name=VALID_DNS, dns=[VALID_DNS]))
     _sign(pki, _body(control))

@@ -6,14 +6,16 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from issuer.errors import PermanentError
-from issuer.signer.policy import Policy, resolve_usages
+from issuer.signer.policy import Policy, newly_refused_forms, resolve_usages, tightening_message
 
 NO_SUBJECT = x509.Name([])
 
@@ -90,8 +92,43 @@ NS_A = Policy(uri_prefixes=("spiffe://cluster.local/ns/a/",))
     ("policy", "uri", "problem"),
     [
         pytest.param(NS_A, "spiffe://cluster.local/ns/a/sa/x", None, id="spiffe-id-under-prefix"),
-        pytest.param(NS_A, "spiffe://CLUSTER.Local/ns/a/sa/x", None, id="host-case-insensitive"),
-        pytest.param(NS_A, "SPIFFE://cluster.local/ns/a/sa/x", None, id="scheme-case-insensitive"),
+        pytest.param(
+            NS_A,
+            "spiffe://CLUSTER.Local/ns/a/sa/x",
+            "trust domain must be lower-case",
+            id="spiffe-upper-host",
+        ),
+        pytest.param(
+            NS_A, "SPIFFE://cluster.local/ns/a/sa/x", "scheme must be lower-case", id="spiffe-upper-scheme"
+        ),
+        pytest.param(
+            NS_A, "spiffe://cluster.local/ns/a/sa/x?/ns/b/sa/admin", "has a query", id="spiffe-query-names-b"
+        ),
+        pytest.param(
+            NS_A, "spiffe://cluster.local/ns/a/sa/x#/../../b", "has a fragment", id="spiffe-fragment"
+        ),
+        pytest.param(NS_A, "spiffe://cluster.local/ns/a/sa/x/", "empty", id="spiffe-trailing-slash"),
+        pytest.param(
+            NS_A, "spiffe://cluster.local/ns/a/sa/x y", "may hold only", id="spiffe-space-in-segment"
+        ),
+        pytest.param(
+            Policy(uri_prefixes=("https://example.com/api/",)),
+            "https://example.com/api/v1?redirect=https://evil",
+            "query or fragment",
+            id="other-scheme-query",
+        ),
+        pytest.param(
+            Policy(uri_prefixes=("https://example.com/api/",)),
+            "https://example.com/api/v1#frag",
+            "query or fragment",
+            id="other-scheme-fragment",
+        ),
+        pytest.param(
+            Policy(uri_prefixes=("https://example.com/api/",)),
+            "HTTPS://Example.com/api/v1",
+            None,
+            id="other-scheme-host-case-insensitive",
+        ),
         pytest.param(
             NS_A, "spiffe://cluster.local/ns/ab/sa/x", "not under", id="segment-prefix-is-not-string-prefix"
         ),
@@ -101,19 +138,28 @@ NS_A = Policy(uri_prefixes=("spiffe://cluster.local/ns/a/",))
         ),
         pytest.param(NS_A, "spiffe://cluster.local/ns/a/./sa/x", "'..' path segments", id="dot-segment"),
         pytest.param(NS_A, "spiffe://cluster.local/ns/a//sa/x", "empty", id="empty-segment"),
+        pytest.param(NS_A, "spiffe://cluster.local/ns/a%2fb/sa/x", "%-encoding", id="encoded-slash-lower"),
+        pytest.param(NS_A, "spiffe://cluster.local/ns/a/%2E%2E/b/sa/x", "%-encoding", id="encoded-dot-dot"),
+        pytest.param(NS_A, "spiffe://cluster.local/ns/%61/sa/x", "%-encoding", id="encoded-letter"),
+        pytest.param(NS_A, "spiffe://cluster.local/ns/a%5Cb/sa/x", "%-encoding", id="encoded-backslash"),
         pytest.param(
-            NS_A, "spiffe://cluster.local/ns/a%2fb/sa/x", "percent-encoded", id="encoded-slash-lower"
+            NS_A, "spiffe://cluster.local/ns/a\\..\\b/sa/x", "may hold only letters", id="raw-backslash"
         ),
         pytest.param(
-            NS_A, "spiffe://cluster.local/ns/a/%2E%2E/b/sa/x", "percent-encoded", id="encoded-dot-dot"
+            Policy(uri_prefixes=("https://example.com/",)),
+            "https://example.com/a%2fb",
+            "percent-encoded",
+            id="other-scheme-encoded-slash",
         ),
-        pytest.param(NS_A, "spiffe://cluster.local/ns/a%5Cb/sa/x", "percent-encoded", id="encoded-backslash"),
-        pytest.param(NS_A, "spiffe://cluster.local/ns/a\\..\\b/sa/x", "characters", id="raw-backslash"),
-        pytest.param(
-            NS_A, "spiffe://cluster.local@evil/ns/a/sa/x", "without user info", id="user-info-trick"
-        ),
+        pytest.param(NS_A, "spiffe://cluster.local@evil/ns/a/sa/x", "has user info", id="user-info-trick"),
         pytest.param(NS_A, "spiffe://evil/ns/a/sa/x", "not under", id="other-host"),
-        pytest.param(NS_A, "spiffe://cluster.local:8443/ns/a/sa/x", "not under", id="other-port"),
+        pytest.param(NS_A, "spiffe://cluster.local:8443/ns/a/sa/x", "has a port", id="spiffe-port"),
+        pytest.param(
+            Policy(uri_prefixes=("https://example.com/",)),
+            "https://example.com:8443/x",
+            "not under",
+            id="other-scheme-other-port",
+        ),
         pytest.param(NS_A, "https://cluster.local/ns/a/sa/x", "not under", id="other-scheme"),
         pytest.param(NS_A, "spiffe://cluster.local/ns/a", "not under", id="open-prefix-refuses-parent"),
         pytest.param(
@@ -224,40 +270,129 @@ def test_other_name_refused_when_names_are_restricted(policy: Policy, allowed: b
         assert "OtherName SANs cannot be judged" in verdict
 
 
+ALL_KINDS = Policy(
+    dns_domains=("svc.cluster.local",),
+    ip_ranges=("10.0.0.0/8",),
+    email_domains=("example.com",),
+    uri_prefixes=("spiffe://cluster.local/",),
+)
+SVC_SAN = x509.DNSName("a.svc.cluster.local")
+
+
 @pytest.mark.parametrize(
-    ("common_name", "dns", "problem"),
+    ("common_name", "names", "problem"),
     [
+        pytest.param("a.svc.cluster.local", [SVC_SAN], None, id="cn-repeats-dns-san"),
+        pytest.param("A.SVC.cluster.local.", [SVC_SAN], None, id="cn-repeats-dns-san-any-case-and-dot"),
+        pytest.param("a.svc.cluster.local ", [SVC_SAN], None, id="cn-with-trailing-space-trimmed-matches"),
+        pytest.param("10.1.2.3", [_ip("10.1.2.3")], None, id="cn-repeats-ip-san"),
         pytest.param(
-            "evil.example.com",
-            ["a.svc.cluster.local"],
-            "common name 'evil.example.com'",
-            id="host-cn-outside",
+            "alice@example.com", [x509.RFC822Name("alice@example.com")], None, id="cn-repeats-email"
         ),
-        pytest.param("Evil.Example.Com.", [], "common name", id="host-cn-outside-without-sans"),
-        pytest.param("*.evil.example.com", [], "common name", id="wildcard-cn-outside"),
-        pytest.param("b.svc.cluster.local", ["a.svc.cluster.local"], None, id="host-cn-inside"),
-        pytest.param("A.SVC.cluster.local", ["a.svc.cluster.local"], None, id="cn-same-as-san-any-case"),
-        pytest.param("my service", ["a.svc.cluster.local"], None, id="cn-with-space-is-not-a-host"),
-        pytest.param("alice@example.com", [], None, id="cn-email-is-not-a-host"),
-        pytest.param("payments", [], None, id="cn-single-label-is-not-a-host"),
-        pytest.param("ns/a/sa/x", [], None, id="cn-path-is-not-a-host"),
+        pytest.param(
+            "spiffe://cluster.local/ns/a",
+            [x509.UniformResourceIdentifier("spiffe://cluster.local/ns/a")],
+            None,
+            id="cn-repeats-uri-san",
+        ),
+        pytest.param(
+            "evil.example.com ",
+            [SVC_SAN],
+            "'evil.example.com ' (trimmed 'evil.example.com')",
+            id="cn-trailing-space",
+        ),
+        pytest.param(" evil.example.com", [SVC_SAN], "trimmed 'evil.example.com'", id="cn-leading-space"),
+        pytest.param("evil.example.com\t", [SVC_SAN], "trimmed 'evil.example.com'", id="cn-trailing-tab"),
+        pytest.param(
+            "b.svc.cluster.local", [SVC_SAN], "'b.svc.cluster.local'", id="cn-inside-policy-not-a-san"
+        ),
+        pytest.param("Evil.Example.Com.", [], "'Evil.Example.Com.'", id="cn-without-sans"),
+        pytest.param("my service", [SVC_SAN], "'my service'", id="cn-free-text"),
+        pytest.param("payments", [SVC_SAN], "'payments'", id="cn-single-label"),
+        pytest.param("10.1.2.4", [_ip("10.1.2.3")], "'10.1.2.4'", id="cn-other-ip"),
+        pytest.param(
+            "Alice@example.com",
+            [x509.RFC822Name("alice@example.com")],
+            "'Alice@example.com'",
+            id="cn-email-local-case",
+        ),
     ],
 )
-def test_common_name_that_looks_like_a_host_obeys_dns_rules(
-    common_name: str, dns: list[str], problem: str | None
+def test_common_name_must_repeat_a_san_when_names_are_restricted(
+    common_name: str, names: list[x509.GeneralName], problem: str | None
 ) -> None:
-    verdict = _judge(SVC, [x509.DNSName(d) for d in dns], subject=_cn(common_name))
+    verdict = _judge(ALL_KINDS, names, subject=_cn(common_name))
     if problem is None:
         assert verdict == "allowed"
     else:
+        assert verdict.startswith("common name "), verdict
         assert problem in verdict
-        assert "policy.dnsDomains" in verdict
+        assert "is not one of the request's SANs" in verdict
 
 
-def test_common_name_unchecked_without_dns_rule() -> None:
-    policy = Policy(uri_prefixes=("spiffe://cluster.local/",))
-    uri = x509.UniformResourceIdentifier("spiffe://cluster.local/ns/a")
-    assert _judge(policy, [uri], subject=_cn("anything.example.com")) == "allowed"
+@pytest.mark.parametrize(
+    "policy",
+    [
+        pytest.param(Policy(), id="no-policy"),
+        pytest.param(Policy(allow_ca=True, allowed_usages=frozenset({"server auth"})), id="non-name-rules"),
+    ],
+)
+def test_common_name_unchecked_without_name_rules(policy: Policy) -> None:
+    assert _judge(policy, [SVC_SAN], subject=_cn("anything.example.com ")) == "allowed"
+    assert _judge(policy, [], subject=_cn("free text")) == "allowed"
+
+
+@pytest.mark.parametrize(
+    ("policy", "name", "missing"),
+    [
+        pytest.param(SVC, _ip("8.8.8.8"), "policy.ipRanges", id="dns-rule-refuses-ip"),
+        pytest.param(
+            SVC, x509.RFC822Name("admin@evil.com"), "policy.emailDomains", id="dns-rule-refuses-email"
+        ),
+        pytest.param(
+            SVC,
+            x509.UniformResourceIdentifier("spiffe://cluster.local/ns/b"),
+            "policy.uriPrefixes",
+            id="dns-rule-refuses-uri",
+        ),
+        pytest.param(
+            NS_A, x509.DNSName("a.svc.cluster.local"), "policy.dnsDomains", id="uri-rule-refuses-dns"
+        ),
+        pytest.param(
+            Policy(ip_ranges=("10.0.0.0/8",)),
+            x509.DNSName("x.example"),
+            "policy.dnsDomains",
+            id="ip-rule-refuses-dns",
+        ),
+        pytest.param(
+            Policy(email_domains=("example.com",)),
+            _ip("10.0.0.1"),
+            "policy.ipRanges",
+            id="email-rule-refuses-ip",
+        ),
+    ],
+)
+def test_san_kinds_the_policy_does_not_name_are_refused(
+    policy: Policy, name: x509.GeneralName, missing: str
+) -> None:
+    verdict = _judge(policy, [name])
+    assert verdict.startswith("policy forbids "), verdict
+    assert f"but not {missing}" in verdict
+    assert "refuses the kinds it does not name" in verdict
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(x509.DNSName("a.svc.cluster.local"), id="dns"),
+        pytest.param(_ip("10.9.8.7"), id="ip"),
+        pytest.param(x509.RFC822Name("bob@mail.example.com"), id="email"),
+        pytest.param(x509.UniformResourceIdentifier("spiffe://cluster.local/ns/a/sa/b"), id="uri"),
+    ],
+)
+def test_every_named_kind_is_admitted_within_its_rule(name: x509.GeneralName) -> None:
+    assert _judge(ALL_KINDS, [name]) == "allowed"
+    assert _judge(Policy(), [name]) == "allowed"
 
 
 def test_every_name_is_checked_not_just_the_first() -> None:
@@ -314,6 +449,58 @@ def test_every_name_is_checked_not_just_the_first() -> None:
             ["frobnicate"],
             "unknown usage 'frobnicate'",
             id="unknown-usage",
+        ),
+        pytest.param(
+            Policy(),
+            False,
+            ["digital signature", "cert sign"],
+            "cert sign are for CA certificates only",
+            id="rejects-cert-sign-on-leaf",
+        ),
+        pytest.param(
+            Policy(),
+            False,
+            ["crl sign"],
+            "crl sign are for CA certificates only",
+            id="rejects-crl-sign-on-leaf",
+        ),
+        pytest.param(
+            Policy(allowed_usages=frozenset({"cert sign", "crl sign", "digital signature"})),
+            False,
+            ["cert sign", "crl sign"],
+            "usages cert sign, crl sign are for CA certificates only; spec.isCA is false",
+            id="rejects-cert-sign-on-leaf-even-when-listed",
+        ),
+        pytest.param(
+            Policy(allow_ca=True), True, ["cert sign", "crl sign"], None, id="admits-cert-sign-on-ca"
+        ),
+        pytest.param(
+            Policy(),
+            False,
+            ["digital signature", "any"],
+            "policy.allowAnyExtendedKeyUsage",
+            id="rejects-any-eku-by-default",
+        ),
+        pytest.param(
+            Policy(allowed_usages=frozenset({"any", "digital signature"})),
+            False,
+            ["any"],
+            "policy forbids the 'any' extended key usage",
+            id="rejects-any-eku-listed-in-allowed-usages-without-flag",
+        ),
+        pytest.param(
+            Policy(allow_any_extended_key_usage=True),
+            False,
+            ["digital signature", "any"],
+            None,
+            id="admits-any-eku-with-flag",
+        ),
+        pytest.param(
+            Policy(allow_any_extended_key_usage=True, allowed_usages=frozenset({"digital signature"})),
+            False,
+            ["any"],
+            "policy forbids usages any (policy.allowedUsages)",
+            id="flag-does-not-override-allowed-usages",
         ),
     ],
 )
@@ -374,9 +561,10 @@ def test_from_spec_reads_camel_case() -> None:
             "allowCA": True,
             "allowedUsages": ["Digital Signature", "server auth"],
             "dnsDomains": ["svc.cluster.local"],
-            "uriPrefixes": ["spiffe://cluster.local/ns/"],
+            "uriPrefixes": ["spiffe://cluster.local/"],
             "ipRanges": ["10.0.0.0/8"],
             "emailDomains": ["example.com"],
+            "allowAnyExtendedKeyUsage": True,
         }
     )
     assert policy == Policy(
@@ -386,9 +574,10 @@ def test_from_spec_reads_camel_case() -> None:
         allow_ca=True,
         allowed_usages=frozenset({"digital signature", "server auth"}),
         dns_domains=("svc.cluster.local",),
-        uri_prefixes=("spiffe://cluster.local/ns/",),
+        uri_prefixes=("spiffe://cluster.local/",),
         ip_ranges=("10.0.0.0/8",),
         email_domains=("example.com",),
+        allow_any_extended_key_usage=True,
     )
     assert _judge(policy, [_ip("10.9.8.7")]) == "allowed"
     assert "not in policy.ipRanges" in _judge(policy, [_ip("11.0.0.1")])
@@ -458,6 +647,58 @@ def test_from_spec_max_alone_caps_the_default() -> None:
 def test_policy_that_can_issue_nothing_is_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(PermanentError, match="minDuration"):
         Policy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        pytest.param(
+            {"allowCA": True, "uriPrefixes": ["spiffe://td/ns/alpha/"]},
+            "limits the URI path ('/ns/alpha/')",
+            id="ca-with-uri-path-prefix",
+        ),
+        pytest.param(
+            {"allowCA": True, "uriPrefixes": ["spiffe://td/", "spiffe://td/ns/alpha"]},
+            "'spiffe://td/ns/alpha'",
+            id="ca-with-one-path-prefix-among-host-prefixes",
+        ),
+        pytest.param(
+            {"allowCA": True, "uriPrefixes": ["https://example.com:8443/"]},
+            "limits more than the host",
+            id="ca-with-uri-port",
+        ),
+        pytest.param(
+            {"allowCA": True, "uriPrefixes": ["https://10.0.0.1/"]},
+            "names an IP address",
+            id="ca-with-uri-ip-host",
+        ),
+        pytest.param({"allowCA": "yes"}, "allowCA must be true or false", id="allow-ca-not-bool"),
+        pytest.param(
+            {"allowAnyExtendedKeyUsage": "true"},
+            "allowAnyExtendedKeyUsage must be true or false",
+            id="allow-any-eku-not-bool",
+        ),
+    ],
+)
+def test_policy_a_sub_ca_could_escape_is_refused(spec: dict[str, Any], problem: str) -> None:
+    with pytest.raises(PermanentError, match=re.escape(problem)) as refused:
+        Policy.from_spec(spec)
+    assert refused.value.message.startswith("policy: ")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"allowCA": True, "uriPrefixes": ["spiffe://td/"]}, id="ca-with-host-prefix"),
+        pytest.param({"allowCA": True, "uriPrefixes": ["spiffe://td"]}, id="ca-with-host-prefix-no-slash"),
+        pytest.param(
+            {"allowCA": False, "uriPrefixes": ["spiffe://td/ns/alpha/"]}, id="no-ca-with-path-prefix"
+        ),
+        pytest.param({"allowCA": True}, id="ca-without-name-rules"),
+    ],
+)
+def test_policy_a_sub_ca_cannot_escape_is_accepted(spec: dict[str, Any]) -> None:
+    Policy.from_spec(spec)
 
 
 def test_dns_domain_with_two_leading_dots_is_refused() -> None:
@@ -590,3 +831,184 @@ def test_resolve_usages_refuses(usages: list[str], problem: str) -> None:
 def test_request_whose_key_usages_all_vanish_is_refused(usages: list[str], family: str) -> None:
     with pytest.raises(PermanentError, match="usage"):
         resolve_usages(usages, is_ca=False, key_family=family)
+
+
+# -- NameConstraints for sub-CAs (the verifiers' verdicts: test_x509.py) ------------------------------------
+
+
+def _subtrees(constraints: x509.NameConstraints | None) -> tuple[set[str], set[str]]:
+    assert constraints is not None
+
+    def show(names: Sequence[x509.GeneralName] | None) -> set[str]:
+        return {f"{type(n).__name__}:{n.value}" for n in names or ()}
+
+    return show(constraints.permitted_subtrees), show(constraints.excluded_subtrees)
+
+
+CLOSED_EMAIL = ({"RFC822Name:.invalid"}, {"RFC822Name:"})
+CLOSED_URI = ({"UniformResourceIdentifier:.invalid"}, {"UniformResourceIdentifier:"})
+CLOSED_IP = {"IPAddress:0.0.0.0/0", "IPAddress:::/0"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "permitted", "excluded"),
+    [
+        pytest.param(
+            Policy(allow_ca=True, dns_domains=("alpha.svc.cluster.local",)),
+            {"DNSName:alpha.svc.cluster.local"} | CLOSED_EMAIL[0] | CLOSED_URI[0],
+            CLOSED_IP | CLOSED_EMAIL[1] | CLOSED_URI[1],
+            id="dns-only-closes-ip-email-uri",
+        ),
+        pytest.param(
+            Policy(allow_ca=True, dns_domains=(".svc.cluster.local", "Example.COM.")),
+            {"DNSName:.svc.cluster.local", "DNSName:example.com"} | CLOSED_EMAIL[0] | CLOSED_URI[0],
+            CLOSED_IP | CLOSED_EMAIL[1] | CLOSED_URI[1],
+            id="dns-leading-dot-kept-case-folded",
+        ),
+        pytest.param(
+            Policy(allow_ca=True, uri_prefixes=("spiffe://cluster.local/",)),
+            {"UniformResourceIdentifier:cluster.local"} | CLOSED_EMAIL[0],
+            {"DNSName:", "UniformResourceIdentifier:.cluster.local"} | CLOSED_IP | CLOSED_EMAIL[1],
+            id="uri-host-rule-becomes-host-subtree",
+        ),
+        pytest.param(
+            Policy(allow_ca=True, uri_prefixes=("spiffe://td/", "spiffe://a.td/")),
+            {"UniformResourceIdentifier:td", "UniformResourceIdentifier:a.td"} | CLOSED_EMAIL[0],
+            {"DNSName:", "UniformResourceIdentifier:.a.td"} | CLOSED_IP | CLOSED_EMAIL[1],
+            id="uri-subdomain-named-by-another-rule-stays-open",
+        ),
+        pytest.param(
+            Policy(allow_ca=True, ip_ranges=("10.0.0.0/8", "fd00::/8"), email_domains=("example.com",)),
+            {
+                "IPAddress:10.0.0.0/8",
+                "IPAddress:fd00::/8",
+                "RFC822Name:example.com",
+                "RFC822Name:.example.com",
+            }
+            | CLOSED_URI[0],
+            {"DNSName:"} | CLOSED_URI[1],
+            id="ip-and-email-rules",
+        ),
+        pytest.param(
+            Policy(allow_ca=True, dns_domains=()),
+            CLOSED_EMAIL[0] | CLOSED_URI[0],
+            {"DNSName:"} | CLOSED_IP | CLOSED_EMAIL[1] | CLOSED_URI[1],
+            id="empty-rule-closes-everything",
+        ),
+    ],
+)
+def test_sub_ca_name_constraints(policy: Policy, permitted: set[str], excluded: set[str]) -> None:
+    assert _subtrees(policy.sub_ca_name_constraints()) == (permitted, excluded)
+
+
+def test_no_name_rules_no_name_constraints() -> None:
+    assert Policy(allow_ca=True).sub_ca_name_constraints() is None
+
+
+# -- what the stricter defaults refuse, for the Event on each issuer -----------------------------------------
+
+SPIFFE_FORM = "SPIFFE IDs not in canonical form"
+CA_USAGES_FORM = "usages cert sign and crl sign without spec.isCA"
+ANY_EKU_FORM = "the 'any' extended key usage"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param({}, [SPIFFE_FORM, CA_USAGES_FORM, ANY_EKU_FORM], id="no-policy-usages-and-spiffe-only"),
+        pytest.param(
+            {"dnsDomains": ["svc.cluster.local"], "uriPrefixes": ["spiffe://cluster.local/ns/a/"]},
+            [
+                "IP address SANs (the policy names SAN rules but not policy.ipRanges)",
+                "email SANs (the policy names SAN rules but not policy.emailDomains)",
+                "a common name that is not, once trimmed, one of the request's SANs",
+                SPIFFE_FORM,
+                "URIs with a query or fragment (policy.uriPrefixes)",
+                CA_USAGES_FORM,
+                ANY_EKU_FORM,
+            ],
+            id="dns-and-uri-rules",
+        ),
+        pytest.param(
+            {
+                "dnsDomains": ["a"],
+                "ipRanges": ["10.0.0.0/8"],
+                "emailDomains": ["a"],
+                "uriPrefixes": ["spiffe://a/"],
+                "allowedUsages": ["digital signature", "server auth"],
+            },
+            [
+                "a common name that is not, once trimmed, one of the request's SANs",
+                SPIFFE_FORM,
+                "URIs with a query or fragment (policy.uriPrefixes)",
+            ],
+            id="every-kind-named-usages-already-narrow",
+        ),
+        pytest.param(
+            {"allowedUsages": ["crl sign", "any"], "allowAnyExtendedKeyUsage": True},
+            [SPIFFE_FORM, "usages crl sign without spec.isCA"],
+            id="any-allowed-explicitly-crl-sign-listed",
+        ),
+    ],
+)
+def test_newly_refused_forms(spec: dict[str, Any], expected: list[str]) -> None:
+    found = newly_refused_forms(Policy.from_spec(spec))
+    assert len(found) == len(expected), found
+    for sentence, start in zip(found, expected, strict=True):
+        assert sentence.startswith(start), (sentence, start)
+
+
+def test_a_ca_common_name_need_not_repeat_a_san() -> None:
+    # A sub-CA's CN names the CA; its NameConstraints, not its CN, bound what it may name.
+    assert ALL_KINDS.check_names(_cn("alpha sub-CA"), [], is_ca=True) is None
+    assert "is not one of the request's SANs" in _judge(ALL_KINDS, [], subject=_cn("alpha sub-CA"))
+
+
+# -- the shipped examples ------------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _example_policies() -> list[Any]:
+    found = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document.get("kind") in ("TrustedIssuer", "TrustedClusterIssuer"):
+                policy = document["spec"].get("policy")
+                found.append(pytest.param(policy, id=f"{path.stem}-{document['metadata']['name']}"))
+    return found
+
+
+@pytest.mark.parametrize("spec", _example_policies())
+def test_every_example_policy_is_valid(spec: dict[str, Any] | None) -> None:
+    policy = Policy.from_spec(spec)
+    if policy.allow_ca and policy.restricts_names():
+        assert policy.sub_ca_name_constraints() is not None
+
+
+def test_tightening_message_names_every_refused_form() -> None:
+    policy = Policy.from_spec({"dnsDomains": ["svc.cluster.local"]})
+    message = tightening_message(policy)
+    assert message is not None and message.startswith("stricter policy defaults: this issuer now refuses ")
+    for form in newly_refused_forms(policy):
+        assert form in message
+    assert len(message) <= 1024
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        pytest.param({}, ["SPIFFE IDs", "cert sign and crl sign", "'any'"], id="no-policy"),
+        pytest.param(
+            {"uriPrefixes": ["spiffe://td/"], "allowedUsages": ["client auth", "digital signature"]},
+            ["DNS name SANs", "IP address SANs", "email SANs", "common name", "query or fragment"],
+            id="uri-only-narrow-usages",
+        ),
+    ],
+)
+def test_tightening_message_for_an_issuer(spec: dict[str, Any], words: list[str]) -> None:
+    message = tightening_message(Policy.from_spec(spec))
+    for word in words:
+        assert word in message
+    if spec.get("allowedUsages"):
+        assert "cert sign" not in message and "'any'" not in message

@@ -246,21 +246,29 @@ class PolicyRules:
             spec["maxDuration"] = f"{int(self.max_duration.total_seconds())}s"
         return spec
 
+    def restricts_names(self) -> bool:
+        """Once any SAN rule is written, a kind without a rule admits nothing (issue 12)."""
+        return any(rule is not None for rule in (self.dns_domains, self.uri_prefixes, self.ip_ranges))
+
+    def invalid(self) -> bool:
+        """allowCA with a URI rule on a path: no sub-CA NameConstraints could carry it."""
+        return self.allow_ca and any(p.split("://", 1)[1].partition("/")[2] for p in self.uri_prefixes or ())
+
     def admits_dns(self, name: str) -> bool:
         if self.dns_domains is None:
-            return True
+            return not self.restricts_names()
         name = name.lower().rstrip(".")
         return any(name == d or name.endswith("." + d) for d in self.dns_domains)
 
     def admits_uri(self, uri: str) -> bool:
         # Every generated prefix ends in "/": the URI must continue below it.
-        return self.uri_prefixes is None or any(
-            uri.startswith(p) and len(uri) > len(p) for p in self.uri_prefixes
-        )
+        if self.uri_prefixes is None:
+            return not self.restricts_names()
+        return any(uri.startswith(p) and len(uri) > len(p) for p in self.uri_prefixes)
 
     def admits_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if self.ip_ranges is None:
-            return True
+            return not self.restricts_names()
         return any(
             address.version == net.version and address in net
             for net in (ipaddress.ip_network(r) for r in self.ip_ranges)
@@ -288,7 +296,7 @@ _RULES = st.builds(
     PolicyRules,
     dns_domains=st.none()
     | st.lists(st.sampled_from(_DOMAINS), min_size=1, max_size=2, unique=True).map(tuple),
-    uri_prefixes=st.none() | st.just(("spiffe://cluster.local/ns/",)),
+    uri_prefixes=st.none() | st.sampled_from([("spiffe://cluster.local/ns/",), ("spiffe://cluster.local/",)]),
     ip_ranges=st.none() | st.sampled_from([("10.0.0.0/8",), ("10.0.0.0/8", "fd00::/8"), ("192.168.0.0/16",)]),
     max_duration=st.none() | st.sampled_from([timedelta(hours=1), timedelta(hours=24), timedelta(days=30)]),
     allow_ca=st.booleans(),
@@ -372,6 +380,10 @@ def _issue_and_judge(case: Case) -> None:
     csr = build_csr(
         key=leaf_key, common_name=None, dns=case.dns, uris=case.uris, ips=case.ips, extensions=extensions
     )
+    if case.rules.invalid():
+        with pytest.raises(PermanentError, match="cannot express"):
+            Policy.from_spec(case.rules.spec())
+        return
     policy = Policy.from_spec(case.rules.spec())
     ca = _ca(case.ca_days_left)
     request = SigningRequest(
@@ -418,6 +430,18 @@ def _judge(case: Case, cert: x509.Certificate, ca: IssuingCA, leaf_key: ec.Ellip
     constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert constraints.ca == case.is_ca
     assert not constraints.ca or rules.allow_ca
+
+    # A CA issued under name rules carries them, critical; otherwise no NameConstraints.
+    try:
+        name_constraints = cert.extensions.get_extension_for_class(x509.NameConstraints)
+    except x509.ExtensionNotFound:
+        assert not (case.is_ca and rules.restricts_names())
+    else:
+        assert case.is_ca and rules.restricts_names() and name_constraints.critical
+        permitted_dns = {
+            n.value for n in name_constraints.value.permitted_subtrees or () if isinstance(n, x509.DNSName)
+        }
+        assert permitted_dns == set(rules.dns_domains or ())
 
     # Key usages: what was asked (or cert-manager's default), less what an EC key may not do, plus
     # keyCertSign for a CA; extended usages exactly as asked.

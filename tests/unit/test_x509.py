@@ -10,7 +10,7 @@ import base64
 import ipaddress
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -33,6 +33,7 @@ from issuer.signer.x509 import (
     load_csr,
     subject_alternative_names,
 )
+from tests.goverify import Verdicts, both_verdicts, offline_leaf, openssl_verdict
 
 if TYPE_CHECKING:
     from tests.unit.conftest import PKI, IssuingCA
@@ -48,6 +49,10 @@ CA_SIGNATURES = {
     "rsa-2048": (SignatureAlgorithmOID.RSA_WITH_SHA256, ("sha256", False)),
     "ed25519": (SignatureAlgorithmOID.ED25519, (None, False)),
 }
+
+
+def _ip_name(text: str) -> x509.IPAddress:
+    return x509.IPAddress(ipaddress.ip_address(text))
 
 
 def _ku(*bits: str) -> x509.KeyUsage:
@@ -648,7 +653,7 @@ def test_usages_in_the_certificate(
         ),
         pytest.param(
             Policy(dns_domains=("svc.cluster.local",)), {"common_name": "app.evil.com"}, False, (),
-            "policy forbids common name 'app.evil.com'", id="rejects-host-like-cn-outside-policy",
+            "common name 'app.evil.com' is not one of the request's SANs", id="rejects-cn-that-is-no-san",
         ),
         pytest.param(
             Policy(uri_prefixes=("spiffe://cluster.local/ns/a/",)),
@@ -656,7 +661,8 @@ def test_usages_in_the_certificate(
             "policy forbids URI", id="rejects-spiffe-id-of-other-namespace",
         ),
         pytest.param(
-            Policy(dns_domains=("example.com",)), {"sans": EVERY_SAN_KIND}, False, (),
+            Policy(dns_domains=("example.com",)),
+            {"sans": [x509.DNSName("a.example.com"), EVERY_SAN_KIND[-1]]}, False, (),
             "OtherName SANs cannot be judged", id="rejects-other-name-under-name-rules",
         ),
         pytest.param(
@@ -970,3 +976,130 @@ def test_a_sub_ca_fits_every_constraint_above_its_issuer_too(
         return
     sub = _sub_ca(pki, issuing, None)
     assert sub.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == issued
+
+
+# -- sub-CA name constraints, judged by openssl and Go ------------------------------------------------------
+
+ALPHA_DNS = Policy(allow_ca=True, dns_domains=("alpha.svc.cluster.local",))
+EVERY_RULE = Policy(
+    allow_ca=True,
+    dns_domains=("alpha.svc.cluster.local", ".example.com"),
+    ip_ranges=("10.0.0.0/8", "fd00::/8"),
+    email_domains=("example.com",),
+    uri_prefixes=("spiffe://cluster.local/",),
+)
+
+
+def _real_time_sub_ca(pki: PKI, policy: Policy) -> tuple[x509.Certificate, IssuingCA]:
+    """A sub-CA issued by ``issue_certificate`` under ``policy``, valid now on the real clock (openssl
+    and Go judge at the real time); its key is a software key the test then signs leaves with."""
+    real_now = datetime.now(UTC)
+    root = pki.ca(now=real_now - NOW_CA_AGE, slot="nc-root")
+    csr = pki.csr(
+        key=pki.key("ecdsa-p256", "nc-sub-ca"),
+        subject=pki.name("CN=unit constrained sub-CA"),
+        extensions=[(x509.BasicConstraints(ca=True, path_length=0), True)],
+    )
+    sub, _ = _issue(
+        pki, csr, ca=root, policy=policy, is_ca=True, usages=("cert sign", "crl sign"), at=real_now - pki.now
+    )
+    return sub, root
+
+
+@pytest.mark.parametrize(
+    ("policy", "names", "accepted"),
+    [
+        # the issue's escape: a DNS-only issuer's sub-CA signing a bank's name and another tenant's identity
+        pytest.param(
+            ALPHA_DNS, [x509.DNSName("www.bank.example")], False, id="dns-rule-refuses-other-domain"
+        ),
+        pytest.param(
+            ALPHA_DNS,
+            [x509.UniformResourceIdentifier("spiffe://cluster.local/ns/beta/sa/admin")],
+            False,
+            id="dns-rule-closes-uri",
+        ),
+        pytest.param(ALPHA_DNS, [_ip_name("8.8.8.8")], False, id="dns-rule-closes-ipv4"),
+        pytest.param(ALPHA_DNS, [_ip_name("2001:db8::1")], False, id="dns-rule-closes-ipv6"),
+        pytest.param(ALPHA_DNS, [x509.RFC822Name("admin@evil.com")], False, id="dns-rule-closes-email"),
+        pytest.param(
+            ALPHA_DNS, [x509.DNSName("evilalpha.svc.cluster.local")], False, id="dns-rule-label-boundary"
+        ),
+        pytest.param(
+            ALPHA_DNS, [x509.DNSName("web.alpha.svc.cluster.local")], True, id="dns-rule-admits-inside"
+        ),
+        pytest.param(ALPHA_DNS, [x509.DNSName("alpha.svc.cluster.local")], True, id="dns-rule-admits-domain"),
+        pytest.param(
+            EVERY_RULE, [x509.DNSName("example.com")], False, id="leading-dot-refuses-domain-itself"
+        ),
+        pytest.param(EVERY_RULE, [x509.DNSName("www.example.com")], True, id="leading-dot-admits-below"),
+        pytest.param(EVERY_RULE, [_ip_name("10.1.2.3")], True, id="ip-rule-admits-inside"),
+        pytest.param(EVERY_RULE, [_ip_name("11.1.2.3")], False, id="ip-rule-refuses-outside"),
+        pytest.param(EVERY_RULE, [_ip_name("fd00::1")], True, id="ipv6-rule-admits-inside"),
+        pytest.param(EVERY_RULE, [_ip_name("fe80::1")], False, id="ipv6-rule-refuses-outside"),
+        pytest.param(EVERY_RULE, [x509.RFC822Name("bob@example.com")], True, id="email-rule-admits-domain"),
+        pytest.param(
+            EVERY_RULE, [x509.RFC822Name("bob@mail.example.com")], True, id="email-rule-admits-below"
+        ),
+        pytest.param(EVERY_RULE, [x509.RFC822Name("bob@evil.com")], False, id="email-rule-refuses-outside"),
+        pytest.param(
+            EVERY_RULE,
+            [x509.UniformResourceIdentifier("spiffe://cluster.local/ns/alpha/sa/web")],
+            True,
+            id="uri-host-rule-admits-host",
+        ),
+        pytest.param(
+            EVERY_RULE,
+            [x509.UniformResourceIdentifier("spiffe://evil.example/ns/alpha/sa/web")],
+            False,
+            id="uri-host-rule-refuses-other-host",
+        ),
+        pytest.param(
+            EVERY_RULE,
+            [x509.UniformResourceIdentifier("spiffe://x.cluster.local/ns/alpha/sa/web")],
+            False,
+            id="uri-host-rule-refuses-subdomain",
+        ),
+    ],
+)
+def test_a_sub_ca_cannot_sign_outside_its_issuers_names(
+    pki: PKI, policy: Policy, names: list[x509.GeneralName], accepted: bool
+) -> None:
+    sub, root = _real_time_sub_ca(pki, policy)
+    constraints = sub.extensions.get_extension_for_class(x509.NameConstraints)
+    assert constraints.critical
+    leaf = offline_leaf(sub, pki.key("ecdsa-p256", "nc-sub-ca"), names)  # type: ignore[arg-type]
+    verdicts = both_verdicts(leaf, [sub], root.cert)
+    if accepted:
+        assert verdicts == Verdicts(None, None)
+    else:
+        assert verdicts.openssl is not None and "subtree violation" in verdicts.openssl, verdicts
+        assert verdicts.go is not None and "not authorized to sign for this name" in verdicts.go, verdicts
+
+
+def test_a_host_like_common_name_cannot_escape_either(pki: PKI) -> None:
+    # openssl reads a host-like CN as a DNS name when there is no DNS SAN; the closed forms still hold.
+    sub, root = _real_time_sub_ca(pki, ALPHA_DNS)
+    key = pki.key("ecdsa-p256", "nc-sub-ca")
+    leaf = offline_leaf(sub, key, [x509.RFC822Name("a@evil.com")], common_name="www.bank.example")  # type: ignore[arg-type]
+    assert openssl_verdict(leaf, [sub], root.cert) is not None
+
+
+def test_a_sub_ca_of_an_issuer_without_name_rules_is_unconstrained(pki: PKI) -> None:
+    sub, root = _real_time_sub_ca(pki, Policy(allow_ca=True))
+    with pytest.raises(x509.ExtensionNotFound):
+        sub.extensions.get_extension_for_class(x509.NameConstraints)
+    leaf = offline_leaf(sub, pki.key("ecdsa-p256", "nc-sub-ca"), [x509.DNSName("anything.example")])  # type: ignore[arg-type]
+    assert both_verdicts(leaf, [sub], root.cert) == Verdicts(None, None)
+
+
+def test_a_leaf_gets_no_name_constraints(pki: PKI) -> None:
+    leaf, _ = _issue(pki, pki.csr(common_name=None, dns=["a.alpha.svc.cluster.local"]), policy=ALPHA_DNS)
+    with pytest.raises(x509.ExtensionNotFound):
+        leaf.extensions.get_extension_for_class(x509.NameConstraints)
+
+
+def test_a_sub_ca_is_refused_when_its_issuers_uri_rule_is_a_path(pki: PKI) -> None:
+    # A Policy built with such a rule and allowCA cannot exist: the issuer is refused before any request.
+    with pytest.raises(PermanentError, match=re.escape("limits the URI path ('/ns/alpha/')")):
+        Policy(allow_ca=True, uri_prefixes=("spiffe://cluster.local/ns/alpha/",))

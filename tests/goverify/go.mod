@@ -1,0 +1,3 @@
+module trusted-issuer/tests/goverify
+
+go 1.22
