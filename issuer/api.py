@@ -31,6 +31,8 @@ ENV_PREFIX = "TRUSTED_ISSUER_"
 # Our issuers' Ready reasons that the controller itself decides (token and chain errors keep the
 # signer's reasons: KeyNotFound, PINIncorrect, CAKeyMismatch, ChainUntrusted, WrappedForAnotherKey, ...).
 REASON_KEY_READY = "KeyReady"
+#: A Warning Event: what the issuer's policy refuses since the stricter defaults (docs/policy.md).
+REASON_POLICY_TIGHTENED = "PolicyTightened"
 REASON_INVALID_SPEC = "InvalidSpec"
 #: Waiting for an administrator: wrap the CA key for status.wrappingKey and create the import Secret.
 REASON_AWAITING_WRAPPED_KEY = "AwaitingWrappedKey"

@@ -33,6 +33,7 @@ from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
 from issuer.settings import issuer_kinds_from_env
 from issuer.signer.keys import KeyHandle, TokenConfig
+from issuer.signer.policy import tightening_message
 from issuer.signer.pool import IssuerKey
 from issuer.signer.x509 import PEMBundle
 
@@ -89,6 +90,8 @@ class IssuerRegistry:
     locks: dict[IssuerRef, asyncio.Lock] = field(default_factory=dict)
     #: When the provisioning timer last looked at each waiting issuer (monotonic seconds).
     looked: dict[IssuerRef, float] = field(default_factory=dict)
+    #: The generation whose policy this replica last announced (``announce_policy``), per issuer.
+    announced: dict[IssuerRef, int] = field(default_factory=dict)
 
     def lock(self, ref: IssuerRef) -> asyncio.Lock:
         return self.locks.setdefault(ref, asyncio.Lock())
@@ -225,6 +228,9 @@ async def _report(
     generation = int(meta.get("generation") or 0)
     state = runtime.issuers.states.setdefault(ref, IssuerState(generation))
     state.generation = generation
+    if runtime.issuers.announced.get(ref) != generation:
+        runtime.issuers.announced[ref] = generation
+        announce_policy(body)
     conditions = (body.get("status") or {}).get("conditions")
     now = runtime.clock()
     try:
@@ -271,6 +277,18 @@ async def _report(
     metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ca.not_valid_after_utc.timestamp())
     for waiting in runtime.issuers.woken(ref):
         runtime.queue.add(waiting)
+
+
+def announce_policy(body: kopf.Body) -> None:
+    """A Warning Event telling the issuer's owner what its policy now refuses that the rules before the
+    stricter defaults admitted (docs/policy.md): once per generation and replica, so a request that
+    starts failing after an upgrade is explained on the issuer. A spec that does not parse says so in
+    the Ready condition instead."""
+    try:
+        policy = IssuerSpec.parse(body.get("spec") or {}).policy
+    except TrustedIssuerError:
+        return
+    kopf.warn(body, reason=api.REASON_POLICY_TIGHTENED, message=tightening_message(policy))
 
 
 def _provisioning(status: Mapping[str, Any], **_: Any) -> bool:
@@ -348,6 +366,7 @@ def _register(kind: str, plural: str) -> None:
             runtime.issuers.states.pop(ref, None)
             runtime.issuers.locks.pop(ref, None)
             runtime.issuers.looked.pop(ref, None)
+            runtime.issuers.announced.pop(ref, None)
             for gauge in (metrics.ISSUER_READY, metrics.CA_NOT_AFTER):
                 with contextlib.suppress(KeyError):
                     gauge.remove(metric_label(ref))

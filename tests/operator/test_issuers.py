@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from typing import Any
 
 from issuer.signer.keys import Algorithm, KeyHandle
 from issuer.signer.pool import SignerPool
@@ -88,3 +90,27 @@ def test_deletion_keeps_the_key_unless_destroy_is_asked(cluster: Cluster, pool: 
     labels = {r.handle.key_label for r in pool.list_keys(cluster.token)}
     assert kept in labels
     assert burnt not in labels
+
+
+def test_an_issuer_is_told_what_the_stricter_policy_defaults_now_refuse(cluster: Cluster) -> None:
+    kube = cluster.kube
+    namespace = "policy-events"
+    kube.namespace(namespace)
+    body = issuer_body("dns-only", namespace=namespace, policy={"dnsDomains": ["svc.cluster.local"]})
+    kube.create(ISSUER_PATH.format(ns=namespace), body)
+    path = f"{ISSUER_PATH.format(ns=namespace)}/dns-only"
+    uid = kube.wait(path, lambda o: condition(o).get("status") == "True")["metadata"]["uid"]
+    deadline = time.monotonic() + 30
+    tightened: list[dict[str, Any]] = []
+    while not tightened and time.monotonic() < deadline:
+        events = kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+        tightened = [
+            e
+            for e in events
+            if e.get("reason") == "PolicyTightened" and e.get("involvedObject", {}).get("uid") == uid
+        ]
+        time.sleep(0.2)
+    assert len(tightened) == 1, tightened
+    assert tightened[0]["type"] == "Warning"
+    message = tightened[0]["message"]
+    assert "IP address SANs" in message and "policy.ipRanges" in message
