@@ -6,6 +6,8 @@ Importing this package registers every kopf handler (issuers, start-up and clean
 watched by the operator's own watches, started at start-up), so ``kopf run -m issuer.controller`` runs it.
 """
 
-from issuer.controller import issuers, lifecycle, requests
+from issuer.controller.issuers import reconcile
+from issuer.controller.replica import lifecycle
+from issuer.controller.requests import processing
 
-__all__ = ["issuers", "lifecycle", "requests"]
+__all__ = ["lifecycle", "processing", "reconcile"]

@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from issuer.controller.events import EventPoster
 from issuer.controller.kubeapi import KubeClient
-from issuer.controller.queue import WorkQueue
+from issuer.controller.requests.events import EventPoster
+from issuer.controller.requests.queue import WorkQueue
 from issuer.profiles import Profiles
 from issuer.settings import Settings
 from issuer.signer.pool import SignerPool
 
 if TYPE_CHECKING:
-    from issuer.controller.issuers import IssuerRef, IssuerRegistry
+    from issuer.controller.issuers.reconcile import IssuerRef, IssuerRegistry
 
 RequestKey = tuple[str, str, str]  # (plural, namespace or "", name)
 

@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from issuer.controller import provisioning, rotation
-from issuer.controller.issuer_spec import IssuerSpec
-from issuer.controller.status import ca_entry
+from issuer.controller.conditions import ca_entry
+from issuer.controller.issuers import provisioned_ca as provisioning
+from issuer.controller.issuers import rotation
+from issuer.controller.issuers.spec import IssuerSpec
 from issuer.errors import ConfigurationError, IssuerError
 from issuer.settings import Settings
 from issuer.signer.keys import Algorithm, KeyHandle, public_key_fingerprint

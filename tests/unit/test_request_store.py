@@ -10,9 +10,9 @@ import base64
 import json
 from typing import Any, cast
 
-from issuer.controller import requests
-from issuer.controller.issuers import IssuerRegistry
-from issuer.controller.kinds import (
+from issuer.controller.issuers.reconcile import IssuerRegistry
+from issuer.controller.requests import processing as requests
+from issuer.controller.requests.request_kinds import (
     CERTIFICATE_REQUESTS,
     CSR_DURATION_ANNOTATION,
     CSR_IS_CA_ANNOTATION,

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from issuer import api
-from issuer.controller import status as st
-from issuer.controller.issuers import IssuerRef, issuer_ref
+from issuer.controller import conditions as st
+from issuer.controller.issuers.reconcile import IssuerRef, issuer_ref
 from issuer.controller.kubeapi import KubeClient
 from issuer.errors import PermanentError
 from issuer.signer.policy import parse_duration

@@ -23,11 +23,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from issuer import api
-from issuer.controller import status as st
-from issuer.controller.issuer_spec import IssuerSpec
-from issuer.controller.key_scope import KeyScope, wrapping_key_label
+from issuer.controller import conditions as st
+from issuer.controller.issuers.key_scope import KeyScope, wrapping_key_label
+from issuer.controller.issuers.rotation import USE_SIGNING, Log, Outcome
+from issuer.controller.issuers.spec import IssuerSpec
 from issuer.controller.kubeapi import NotFound
-from issuer.controller.rotation import USE_SIGNING, Log, Outcome
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError
 from issuer.signer.chain import check_imported_ca, check_issuing_chain

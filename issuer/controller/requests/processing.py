@@ -21,18 +21,18 @@ from datetime import datetime
 from typing import Any
 
 from issuer import api, metrics
-from issuer.controller import audit
-from issuer.controller import status as st
-from issuer.controller.issuers import describe, metric_label
-from issuer.controller.kinds import (
+from issuer.controller import conditions as st
+from issuer.controller.issuers.reconcile import describe, metric_label
+from issuer.controller.kubeapi import Conflict, NotFound
+from issuer.controller.requests import audit
+from issuer.controller.requests.reflector import ObjectName, Reflector, WatchEvent
+from issuer.controller.requests.request_kinds import (
     CSR_DURATION_ANNOTATION,
     CSR_IS_CA_ANNOTATION,
     KINDS,
     RequestKind,
 )
-from issuer.controller.kubeapi import Conflict, NotFound
 from issuer.controller.runtime import RequestKey, Runtime
-from issuer.controller.watch import ObjectName, Reflector, WatchEvent
 from issuer.errors import (
     ConfigurationError,
     IssuerError,

@@ -26,9 +26,10 @@ from typing import Any
 import kopf
 
 from issuer import api, metrics
-from issuer.controller import health as probes
-from issuer.controller import requests
-from issuer.controller.election import (
+from issuer.controller.issuers.reconcile import IssuerRegistry
+from issuer.controller.kubeapi import Credentials, KubeClient
+from issuer.controller.replica import health as probes
+from issuer.controller.replica.election import (
     FencedKubeClient,
     FencedSignerPool,
     Leadership,
@@ -37,8 +38,7 @@ from issuer.controller.election import (
     default_identity,
     lease_namespace,
 )
-from issuer.controller.issuers import IssuerRegistry
-from issuer.controller.kubeapi import Credentials, KubeClient
+from issuer.controller.requests import processing as requests
 from issuer.controller.runtime import Runtime
 from issuer.profiles import Profiles, load_profiles
 from issuer.settings import Settings

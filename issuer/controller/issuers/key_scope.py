@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from issuer import api
-from issuer.controller.issuer_spec import IssuerSpec
+from issuer.controller.issuers.spec import IssuerSpec
 from issuer.errors import IssuerError, TrustedIssuerError
 from issuer.signer.keys import KeyHandle, WrappingKey
 

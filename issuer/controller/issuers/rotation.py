@@ -29,9 +29,9 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from issuer import api
-from issuer.controller import status as st
-from issuer.controller.issuer_spec import IssuerSpec
-from issuer.controller.key_scope import KeyScope, rotation_key_label
+from issuer.controller import conditions as st
+from issuer.controller.issuers.key_scope import KeyScope, rotation_key_label
+from issuer.controller.issuers.spec import IssuerSpec
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PermanentError
 from issuer.signer.keys import KeyHandle, TokenConfig, public_key_fingerprint

@@ -23,12 +23,13 @@ import kopf
 from cryptography import x509
 
 from issuer import api, metrics
-from issuer.controller import provisioning, rotation
-from issuer.controller import status as st
-from issuer.controller.issuer_spec import CASource, IssuerSpec, KeySource
-from issuer.controller.key_scope import KeyScope
-from issuer.controller.rotation import Log as Logger
-from issuer.controller.rotation import Outcome
+from issuer.controller import conditions as st
+from issuer.controller.issuers import provisioned_ca as provisioning
+from issuer.controller.issuers import rotation
+from issuer.controller.issuers.key_scope import KeyScope
+from issuer.controller.issuers.rotation import Log as Logger
+from issuer.controller.issuers.rotation import Outcome
+from issuer.controller.issuers.spec import CASource, IssuerSpec, KeySource
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
 from issuer.settings import issuer_kinds_from_env
