@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import pytest
 
-from issuer.controller.issuers.reconcile import IssuerRegistry
 from issuer.controller.kubeapi import Conflict
+from issuer.controller.registry import IssuerRegistry
 from issuer.controller.requests import audit
 from issuer.controller.requests import processing as requests
 from issuer.controller.requests.request_kinds import CERTIFICATE_REQUESTS

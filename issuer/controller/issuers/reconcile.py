@@ -11,12 +11,10 @@ Ready issuers are published to the ``IssuerRegistry``, from which the request ha
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -30,15 +28,14 @@ from issuer.controller.issuers.key_scope import KeyScope
 from issuer.controller.issuers.rotation import Log as Logger
 from issuer.controller.issuers.rotation import Outcome
 from issuer.controller.issuers.spec import CASource, IssuerSpec, KeySource
+from issuer.controller.registry import IssuerRef, IssuerState, issuer_ref, metric_label
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
-from issuer.settings import issuer_kinds_from_env
+from issuer.settings import Settings
 from issuer.signer.keys import KeyHandle, TokenConfig
 from issuer.signer.policy import tightening_message
 from issuer.signer.pool import IssuerKey
-from issuer.signer.x509 import PEMBundle
 
-IssuerRef = tuple[str, str | None, str]  # (kind, namespace or None, name)
 #: The recheck timer's tick; an issuer is reconciled again once ``issuer_recheck_interval`` has passed
 #: since it was last looked at (by any handler), so the interval is a setting, not a decoration.
 RECHECK_TICK = 5.0
@@ -48,63 +45,6 @@ ROTATION_TICK = 2.0
 #: The provisioning timer's tick; it looks at the Secret every ``provisioning_recheck_interval``.
 PROVISIONING_TICK = 1.0
 MAX_BACKOFF = 300.0
-
-
-def issuer_ref(kind: str, namespace: str | None, name: str) -> IssuerRef:
-    return (kind, namespace if kind == api.ISSUER_KIND else None, name)
-
-
-def metric_label(ref: IssuerRef) -> str:
-    kind, namespace, name = ref
-    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
-
-
-def describe(ref: IssuerRef) -> str:
-    kind, namespace, name = ref
-    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-
-
-@dataclass
-class IssuerState:
-    """What the request handlers need of an issuer: whether it is Ready at its current generation."""
-
-    generation: int
-    ready: bool = False
-    message: str = "not reconciled yet"
-    signing: IssuerKey | None = None
-    #: The issuer's status.ca: every CA certificate requesters must trust (both during a rotation).
-    trust_pem: bytes | None = None
-
-    def trusted(self, bundle: PEMBundle) -> PEMBundle:
-        """``bundle`` whose ``ca`` is everything the issuer asks requesters to trust, so a request issued
-        during a rotation overlap carries the old and the new CA."""
-        return dataclasses.replace(bundle, ca_pem=self.trust_pem) if self.trust_pem else bundle
-
-
-@dataclass
-class IssuerRegistry:
-    """The issuers this replica knows, and the requests waiting for each to become Ready."""
-
-    states: dict[IssuerRef, IssuerState] = field(default_factory=dict)
-    waiting: dict[IssuerRef, set[Any]] = field(default_factory=dict)
-    #: One reconciliation of an issuer at a time (handler, periodic check and rotation tick may overlap).
-    locks: dict[IssuerRef, asyncio.Lock] = field(default_factory=dict)
-    #: When the provisioning timer last looked at each waiting issuer (monotonic seconds).
-    looked: dict[IssuerRef, float] = field(default_factory=dict)
-    #: The generation whose policy this replica last announced (``announce_policy``), per issuer.
-    announced: dict[IssuerRef, int] = field(default_factory=dict)
-
-    def lock(self, ref: IssuerRef) -> asyncio.Lock:
-        return self.locks.setdefault(ref, asyncio.Lock())
-
-    def get(self, ref: IssuerRef) -> IssuerState | None:
-        return self.states.get(ref)
-
-    def wait_for(self, ref: IssuerRef, request_key: Any) -> None:
-        self.waiting.setdefault(ref, set()).add(request_key)
-
-    def woken(self, ref: IssuerRef) -> set[Any]:
-        return self.waiting.pop(ref, set())
 
 
 # -- pure pieces -------------------------------------------------------------------------------------------
@@ -276,8 +216,7 @@ async def _report(
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)
     ca = x509.load_pem_x509_certificate(signing.ca_pem)
     metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ca.not_valid_after_utc.timestamp())
-    for waiting in runtime.issuers.woken(ref):
-        runtime.queue.add(waiting)
+    runtime.requests.wake(runtime.issuers.woken(ref))
 
 
 def announce_policy(body: kopf.Body) -> None:
@@ -428,11 +367,20 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
             await runtime.pool.adestroy_wrapping_key(profile.token, wrapping.handle)
 
 
-# Kinds this operator does not serve get no handlers at all, so kopf does not even watch them: a
-# namespace shard never writes onto a cluster issuer that another release serves.
-for _kind, _plural in (
-    (api.ISSUER_KIND, api.ISSUER_PLURAL),
-    (api.CLUSTER_ISSUER_KIND, api.CLUSTER_ISSUER_PLURAL),
-):
-    if _kind in issuer_kinds_from_env():
-        _register(_kind, _plural)
+#: The kinds whose handlers are registered in this process (kopf's default registry is process-wide).
+_REGISTERED: set[str] = set()
+
+
+def register_handlers(settings: Settings) -> None:
+    """Register the kopf handlers of the issuer kinds ``settings`` serves (``TRUSTED_ISSUER_ISSUER_KINDS``);
+    called once at start-up, before kopf watches anything, and idempotent.
+
+    Kinds this operator does not serve get no handlers at all, so kopf does not even watch them: a
+    namespace shard never writes onto a cluster issuer that another release serves."""
+    for kind, plural in (
+        (api.ISSUER_KIND, api.ISSUER_PLURAL),
+        (api.CLUSTER_ISSUER_KIND, api.CLUSTER_ISSUER_PLURAL),
+    ):
+        if kind in settings.issuer_kinds and kind not in _REGISTERED:
+            _REGISTERED.add(kind)
+            _register(kind, plural)

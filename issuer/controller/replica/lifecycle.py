@@ -26,8 +26,10 @@ from typing import Any
 import kopf
 
 from issuer import api, metrics
-from issuer.controller.issuers.reconcile import IssuerRegistry
+from issuer.clock import utcnow
+from issuer.controller.issuers import reconcile
 from issuer.controller.kubeapi import Credentials, KubeClient
+from issuer.controller.registry import IssuerRegistry
 from issuer.controller.replica import health as probes
 from issuer.controller.replica.election import (
     FencedKubeClient,
@@ -43,7 +45,6 @@ from issuer.controller.runtime import Runtime
 from issuer.profiles import Profiles, load_profiles
 from issuer.settings import Settings
 from issuer.signer.pool import SignerPool
-from issuer.signer.x509 import utcnow
 
 log = logging.getLogger("trusted-issuer.replica")
 
@@ -100,6 +101,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         client = KubeClient(credentials, concurrency=config.concurrency)
         metrics.watch_pool(lambda: pool.workers, lambda: pool.restarts)
         metrics.serve(config.metrics_port, address=config.metrics_bind_address)
+    # kopf watches resources only once start-up handlers are done, so the issuer handlers registered
+    # here are in place before the first event of either path (``trusted-issuer run``, ``kopf run``).
+    reconcile.register_handlers(config)
     if not profiles.by_name:
         logger.warning(
             "no token profiles configured: every issuer will wait (set TRUSTED_ISSUER_PROFILES_FILE)"
@@ -113,7 +117,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         issuers=IssuerRegistry(),
         namespaces=frozenset(namespaces),
     )
-    metrics.watch_queue(lambda: len(runtime.queue), lambda: runtime.queue.in_flight)
+    metrics.watch_queue(lambda: len(runtime.requests.queue), lambda: runtime.requests.queue.in_flight)
     memo["runtime"] = runtime
     requests.start(runtime, namespaces)
     names = sorted(profiles.by_name)
@@ -128,7 +132,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
-    runtime.queue.close()
+    runtime.requests.queue.close()
     for task in runtime.tasks:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 from issuer import api
 from issuer.controller import conditions as st
-from issuer.controller.issuers.reconcile import IssuerRef, issuer_ref
 from issuer.controller.kubeapi import KubeClient
+from issuer.controller.registry import IssuerRef, issuer_ref
 from issuer.errors import PermanentError
 from issuer.signer.policy import parse_duration
 from issuer.signer.x509 import PEMBundle, SigningRequest
