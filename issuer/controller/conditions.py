@@ -10,11 +10,10 @@ from typing import Any
 from cryptography import x509
 
 from issuer import api
+from issuer.clock import rfc3339
 
-
-def timestamp(now: datetime) -> str:
-    """RFC 3339 in UTC, second precision, as the API server writes times."""
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+#: RFC 3339 in UTC, second precision, as the API server writes times (one spelling: ``issuer.clock``).
+timestamp = rfc3339
 
 
 def condition_of(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> Mapping[str, Any] | None:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from issuer.controller import kubeapi
 from issuer.controller.conditions import ca_entry
 from issuer.controller.issuers import provisioned_ca as provisioning
 from issuer.controller.issuers import rotation
@@ -80,7 +81,7 @@ def test_a_cluster_issuer_falls_back_to_the_pods_namespace(
 ) -> None:
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
     account = tmp_path / "namespace"
-    monkeypatch.setattr(provisioning, "SERVICE_ACCOUNT_NAMESPACE", account)
+    monkeypatch.setattr(kubeapi, "SERVICE_ACCOUNT_NAMESPACE", account)
     with pytest.raises(IssuerError) as unknown:
         provisioning.secret_namespace("TrustedClusterIssuer", None, None)
     assert unknown.value.reason == "ClusterResourceNamespaceUnknown"

@@ -13,10 +13,8 @@ then its intermediates) and ``ca.crt`` (the root; may be omitted for a self-sign
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -27,7 +25,7 @@ from issuer.controller import conditions as st
 from issuer.controller.issuers.key_scope import KeyScope, wrapping_key_label
 from issuer.controller.issuers.rotation import USE_SIGNING, Log, Outcome
 from issuer.controller.issuers.spec import IssuerSpec
-from issuer.controller.kubeapi import NotFound
+from issuer.controller.kubeapi import NotFound, own_namespace
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError
 from issuer.signer.chain import check_imported_ca, check_issuing_chain
@@ -38,7 +36,6 @@ from issuer.signer.x509 import CAChain
 WRAPPED_KEY = "wrapped-key.bin"
 CERTIFICATE = "tls.crt"
 ROOT = "ca.crt"
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True)
@@ -67,16 +64,14 @@ def secret_namespace(kind: str, namespace: str | None, configured: str | None) -
         return namespace
     if configured:
         return configured
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-    except OSError:
-        raise IssuerError(
-            f"a {kind} reads its Secrets from the operator's cluster resource namespace, which is unknown "
-            f"here: set {api.ENV_PREFIX}CLUSTER_RESOURCE_NAMESPACE",
-            api.REASON_CLUSTER_RESOURCE_NAMESPACE_UNKNOWN,
-        ) from None
+    own = own_namespace()
+    if own:
+        return own
+    raise IssuerError(
+        f"a {kind} reads its Secrets from the operator's cluster resource namespace, which is unknown "
+        f"here: set {api.ENV_PREFIX}CLUSTER_RESOURCE_NAMESPACE",
+        api.REASON_CLUSTER_RESOURCE_NAMESPACE_UNKNOWN,
+    )
 
 
 def chain_pem(chain: CAChain) -> bytes:

@@ -21,6 +21,7 @@ import kopf
 from cryptography import x509
 
 from issuer import api, metrics
+from issuer.backoff import backoff
 from issuer.controller import conditions as st
 from issuer.controller.issuers import provisioned_ca as provisioning
 from issuer.controller.issuers import rotation
@@ -44,7 +45,8 @@ RECHECK_TICK = 5.0
 ROTATION_TICK = 2.0
 #: The provisioning timer's tick; it looks at the Secret every ``provisioning_recheck_interval``.
 PROVISIONING_TICK = 1.0
-MAX_BACKOFF = 300.0
+#: Backoff of a broken issuer: quick at first (a token hiccup heals in seconds), then up to five minutes.
+FIRST_BACKOFF, MAX_BACKOFF = 1.0, 300.0
 
 
 # -- pure pieces -------------------------------------------------------------------------------------------
@@ -140,11 +142,6 @@ async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outco
     return Ready(signing, outcome.trust_pem, outcome.note)
 
 
-def _backoff(retry: int) -> float:
-    # Quick at first (a token hiccup heals in seconds), then slower, up to five minutes.
-    return float(min(MAX_BACKOFF, 2.0 ** min(retry, 10)))
-
-
 async def _reconcile_and_report(
     kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, logger: kopf.Logger
 ) -> None:
@@ -201,7 +198,9 @@ async def _report(
             logger.info(f"issuer waiting: reason={err.reason} message={err.message!r}")
             return
         report(f"issuer not ready: reason={err.reason} message={err.message!r}")
-        raise kopf.TemporaryError(err.message, delay=_backoff(retry)) from None
+        raise kopf.TemporaryError(
+            err.message, delay=backoff(retry, first=FIRST_BACKOFF, cap=MAX_BACKOFF)
+        ) from None
     signing = ready.signing
     key = signing.key
     message = (

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from issuer import api
+from issuer.clock import parse_rfc3339
 from issuer.controller import conditions as st
 from issuer.controller.issuers.key_scope import KeyScope, rotation_key_label
 from issuer.controller.issuers.spec import IssuerSpec
@@ -41,8 +42,7 @@ USE_NEXT = "Next"
 USE_PREVIOUS = "Previous"
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+parse_time = parse_rfc3339
 
 
 def _cert(entry: Mapping[str, Any]) -> x509.Certificate:

@@ -46,10 +46,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from issuer.controller.kubeapi import Conflict, Credentials, KubeClient, NotFound
+from issuer.clock import parse_rfc3339, rfc3339_micro
+from issuer.controller.kubeapi import Conflict, Credentials, KubeClient, NotFound, own_namespace
 from issuer.errors import RetryableError, TrustedIssuerError
 from issuer.signer.pool import IssuerKey, SignerPool
 from issuer.signer.x509 import PEMBundle, SigningRequest
@@ -57,7 +57,6 @@ from issuer.signer.x509 import PEMBundle, SigningRequest
 log = logging.getLogger("trusted-issuer.election")
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class Attempt(enum.Enum):
 
 def microtime(moment: datetime) -> str:
     """Kubernetes MicroTime: RFC 3339 with microseconds, in UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339_micro(moment)
 
 
 def holder_of(lease: Mapping[str, Any]) -> str:
@@ -148,14 +147,8 @@ def default_identity() -> str:
 
 
 def lease_namespace(configured: str | None) -> str:
-    """The configured namespace, else the pod's own (its service account's), else ``default``."""
-    if configured:
-        return configured
-    with contextlib.suppress(OSError):
-        own = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-        if own:
-            return own
-    return "default"
+    """The configured namespace, else the pod's own (``kubeapi.own_namespace``), else ``default``."""
+    return configured or own_namespace() or "default"
 
 
 class LeaseElector:
@@ -332,7 +325,7 @@ def _parse_time(text: object) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return parse_rfc3339(str(text))
     except ValueError:
         return None
 

@@ -21,6 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from issuer import api, metrics
+from issuer.backoff import backoff
+from issuer.clock import parse_rfc3339
 from issuer.controller import conditions as st
 from issuer.controller.kubeapi import Conflict, NotFound
 from issuer.controller.registry import describe, metric_label
@@ -46,7 +48,8 @@ from issuer.signer.x509 import PEMBundle
 log = logging.getLogger("trusted-issuer.requests")
 
 
-MAX_BACKOFF = 60.0
+#: Backoff of a request failing with passing errors: 1 s after its first failure, up to a minute.
+FIRST_BACKOFF, MAX_BACKOFF = 0.5, 60.0
 PUBLISH_ATTEMPTS = 5
 #: Reasons of passing signer faults that mean the token itself is unreachable.
 TOKEN_FAULTS = frozenset({"TokenUnavailable"})
@@ -410,7 +413,7 @@ def _created(meta: Mapping[str, Any], fallback: datetime) -> datetime:
     if not text:
         return fallback
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return parse_rfc3339(str(text))
     except ValueError:
         return fallback
 
@@ -434,4 +437,4 @@ def _tell(runtime: Runtime, body: Mapping[str, Any], kind: str, reason: str, mes
 def _retry_later(runtime: Runtime, key: RequestKey) -> None:
     attempt = runtime.requests.attempts.get(key, 0) + 1
     runtime.requests.attempts[key] = attempt
-    runtime.requests.queue.add_after(key, min(MAX_BACKOFF, 0.5 * 2 ** min(attempt, 10)))
+    runtime.requests.queue.add_after(key, backoff(attempt, first=FIRST_BACKOFF, cap=MAX_BACKOFF))
