@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from issuer.controller.conditions import timestamp
+from issuer.clock import rfc3339 as timestamp
 from issuer.controller.issuers import rotation
 from issuer.errors import PermanentError
 

@@ -29,6 +29,7 @@ from issuer.controller.issuers.key_scope import KeyScope
 from issuer.controller.issuers.rotation import Log as Logger
 from issuer.controller.issuers.rotation import Outcome
 from issuer.controller.issuers.spec import CASource, IssuerSpec, KeySource
+from issuer.controller.issuers.status import IssuerStatus, StatusPatch
 from issuer.controller.registry import IssuerRef, IssuerState, issuer_ref, metric_label
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
@@ -57,11 +58,11 @@ async def _signing_key(
     token: TokenConfig,
     spec: IssuerSpec,
     scope: KeyScope,
-    status: Mapping[str, Any],
+    status: IssuerStatus,
 ) -> tuple[KeyHandle, int]:
     """The key that signs now and its rotation generation: recorded in status (if the record names a key
     of this issuer's scope: ``KeyScope``), adopted, or generated."""
-    recorded = status.get("keyHandle")
+    recorded = status.key_handle
     if recorded:
         handle, generation = scope.signing_key(recorded, "keyHandle")
         if handle.algorithm is not spec.algorithm:
@@ -97,18 +98,19 @@ class Ready:
 async def reconcile(
     runtime: Runtime, kind: str, body: Mapping[str, Any], patch: kopf.Patch, log: Logger
 ) -> Ready:
-    """Find or make the key and CA of one issuer; writes status into ``patch``; raises on failure
-    (``PendingError`` while it waits for an administrator)."""
+    """Find or make the key and CA of one issuer; writes status into ``patch`` (through ``StatusPatch``);
+    raises on failure (``PendingError`` while it waits for an administrator)."""
     meta = body["metadata"]
     namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
     spec = IssuerSpec.parse(body.get("spec") or {})
-    status = body.get("status") or {}
+    status = IssuerStatus.of(body)
+    writer = StatusPatch(patch.status)
     profile = runtime.profiles.get(spec.profile)
     profile.check_allowed(namespace)
     token = profile.token
     # Before any key is looked at: every handle status records must be one of this issuer's own.
     scope = KeyScope.of(kind, meta, spec)
-    scope.check_status(status)
+    scope.check_status(status.raw)
 
     if spec.key_source is KeySource.IMPORT or spec.ca_source is CASource.INTERMEDIATE:
         place = provisioning.Place(
@@ -119,20 +121,14 @@ async def reconcile(
             provisioning.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
         )
         if spec.key_source is KeySource.IMPORT:
-            outcome = await provisioning.imported(
-                runtime, token, spec, place, scope, status, patch.status, log
-            )
+            outcome = await provisioning.imported(runtime, token, spec, place, scope, status, writer, log)
         else:
             handle, _ = await _signing_key(runtime, token, spec, scope, status)
-            outcome = await provisioning.intermediate(
-                runtime, token, spec, place, handle, status, patch.status
-            )
+            outcome = await provisioning.intermediate(runtime, token, spec, place, handle, status, writer)
         return await _checked(runtime, token, spec, outcome)
 
     handle, generation = await _signing_key(runtime, token, spec, scope, status)
-    outcome = await rotation.self_signed(
-        runtime, token, spec, scope, handle, generation, status, patch.status, log
-    )
+    outcome = await rotation.self_signed(runtime, token, spec, scope, handle, generation, status, writer, log)
     return await _checked(runtime, token, spec, outcome)
 
 
@@ -169,7 +165,8 @@ async def _report(
     if runtime.issuers.announced.get(ref) != generation:
         runtime.issuers.announced[ref] = generation
         announce_policy(body)
-    conditions = (body.get("status") or {}).get("conditions")
+    conditions = IssuerStatus.of(body).conditions
+    writer = StatusPatch(patch.status)
     now = runtime.clock()
     try:
         ready = await reconcile(runtime, kind, body, patch, logger)
@@ -179,10 +176,7 @@ async def _report(
         # A Warning (and so an Event) when the issuer's state changes, not at every periodic look.
         changed = (before.get("reason"), before.get("message")) != (err.reason, err.message)
         report = logger.warning if changed else logger.info
-        patch.status["conditions"] = st.set_condition(
-            conditions, api.CONDITION_READY, False, err.reason, err.message, now, generation
-        )
-        patch.status["observedGeneration"] = generation
+        writer.ready(conditions, False, err.reason, err.message, now, generation)
         metrics.ISSUER_READY.labels(metric_label(ref)).set(0)
         if err.reason in ("PINIncorrect", "PINLocked", "PINExpired"):
             profile = str((body.get("spec") or {}).get("tokenProfile", ""))
@@ -206,10 +200,7 @@ async def _report(
     message = (
         f"signing with {key.algorithm.value} key {key.key_label!r} in token {key.token_label!r}{ready.note}"
     )
-    patch.status["conditions"] = st.set_condition(
-        conditions, api.CONDITION_READY, True, api.REASON_KEY_READY, message, now, generation
-    )
-    patch.status["observedGeneration"] = generation
+    writer.ready(conditions, True, api.REASON_KEY_READY, message, now, generation)
     state.ready, state.signing, state.message = True, signing, message
     state.trust_pem = ready.trust_pem
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)
@@ -231,10 +222,8 @@ def announce_policy(body: kopf.Body) -> None:
 
 
 def _provisioning(status: Mapping[str, Any], **_: Any) -> bool:
-    """Not Ready and waiting on an administrator's Secret: an import not done yet (a wrapping key is
-    advertised), or an intermediate CA without a usable certificate (a CSR is published)."""
-    waiting = bool(status.get("wrappingKey") or status.get("caCSR"))
-    return waiting and not st.is_true(status.get("conditions"), api.CONDITION_READY)
+    """Waiting on an administrator's Secret (``IssuerStatus.awaiting_administrator``)."""
+    return IssuerStatus(status).awaiting_administrator
 
 
 def _register(kind: str, plural: str) -> None:
@@ -283,14 +272,14 @@ def _register(kind: str, plural: str) -> None:
         plural,
         id="rotate",
         interval=ROTATION_TICK,
-        when=lambda status, **_: bool(status.get("nextKey")),
+        when=lambda status, **_: IssuerStatus(status).next_key is not None,
     )
     async def rotate_handler(
         body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
         # During a rotation overlap: switch to the new key as soon as it is due, not a minute later.
         runtime: Runtime = memo["runtime"]
-        upcoming = (body.get("status") or {}).get("nextKey") or {}
+        upcoming = IssuerStatus.of(body).next_key or {}
         if "signFrom" not in upcoming or runtime.clock() < rotation.parse_time(str(upcoming["signFrom"])):
             return
         with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
@@ -335,7 +324,7 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
     says). What fails a check is reported and left in the token; the deletion itself goes on."""
     meta = body["metadata"]
     namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
-    status = body.get("status") or {}
+    status = IssuerStatus.of(body)
     try:
         spec = IssuerSpec.parse(body.get("spec") or {})
         profile = runtime.profiles.get(spec.profile)
@@ -344,7 +333,7 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
         log.warning(f"deletionPolicy=Destroy: no key destroyed: reason={err.reason} message={err.message!r}")
         return
     scope = KeyScope.of(kind, meta, spec)
-    for found in scope.destroyable_keys(status):
+    for found in scope.destroyable_keys(status.raw):
         if isinstance(found, TrustedIssuerError):
             log.warning(f"deletionPolicy=Destroy: key left in the token: {found.reason}: {found.message}")
             continue
@@ -355,10 +344,10 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
                 raise
             continue
         log.info(f"destroyed key label={found.key_label!r} id={found.key_id} (deletionPolicy=Destroy)")
-    if status.get("wrappingKey"):
+    if status.wrapping_key:
         # An import that never happened: its wrapping key is the issuer's too.
         try:
-            wrapping = scope.wrapping_key(status["wrappingKey"], "wrappingKey")
+            wrapping = scope.wrapping_key(status.wrapping_key, "wrappingKey")
         except IssuerError as err:
             log.warning(f"deletionPolicy=Destroy: key left in the token: {err.reason}: {err.message}")
             return

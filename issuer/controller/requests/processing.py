@@ -27,6 +27,7 @@ from issuer.controller import conditions as st
 from issuer.controller.kubeapi import Conflict, NotFound
 from issuer.controller.registry import describe, metric_label
 from issuer.controller.requests import audit
+from issuer.controller.requests import status as request_status
 from issuer.controller.requests.reflector import ObjectName, Reflector, WatchEvent
 from issuer.controller.requests.request_kinds import (
     CSR_DURATION_ANNOTATION,
@@ -235,7 +236,7 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         metrics.REQUESTS_FAILED.labels(_issuer_label(kind, body), kind.name, "Denied").inc()
         if kind.writes_progress:
             _refused(kind, key, body, "denied", "denied by an approver")
-            await _publish(runtime, kind, key, body, st.request_denied(conditions, now))
+            await _publish(runtime, kind, key, body, request_status.denied(conditions, now))
             _tell(
                 runtime,
                 body,
@@ -368,7 +369,7 @@ async def _pending(
     ready = st.condition_of(conditions, api.CONDITION_READY)
     if ready is not None and ready.get("reason") == api.REASON_PENDING and ready.get("message") == message:
         return  # already says so: no write, no event
-    await _publish(runtime, kind, key, body, st.request_pending(conditions, message, now))
+    await _publish(runtime, kind, key, body, request_status.pending(conditions, message, now))
 
 
 async def _fail(
