@@ -23,8 +23,7 @@ from cryptography import x509
 from issuer import api, metrics
 from issuer.backoff import backoff
 from issuer.controller import conditions as st
-from issuer.controller.issuers import provisioned_ca as provisioning
-from issuer.controller.issuers import rotation
+from issuer.controller.issuers import provisioned_ca, rotation
 from issuer.controller.issuers.key_scope import KeyScope
 from issuer.controller.issuers.rotation import Log as Logger
 from issuer.controller.issuers.rotation import Outcome
@@ -113,18 +112,18 @@ async def reconcile(
     scope.check_status(status.raw)
 
     if spec.key_source is KeySource.IMPORT or spec.ca_source is CASource.INTERMEDIATE:
-        place = provisioning.Place(
+        place = provisioned_ca.Place(
             kind,
             meta["name"],
             namespace,
             scope.base_label,
-            provisioning.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
+            provisioned_ca.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
         )
         if spec.key_source is KeySource.IMPORT:
-            outcome = await provisioning.imported(runtime, token, spec, place, scope, status, writer, log)
+            outcome = await provisioned_ca.imported(runtime, token, spec, place, scope, status, writer, log)
         else:
             handle, _ = await _signing_key(runtime, token, spec, scope, status)
-            outcome = await provisioning.intermediate(runtime, token, spec, place, handle, status, writer)
+            outcome = await provisioned_ca.intermediate(runtime, token, spec, place, handle, status, writer)
         return await _checked(runtime, token, spec, outcome)
 
     handle, generation = await _signing_key(runtime, token, spec, scope, status)
