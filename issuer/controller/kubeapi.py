@@ -1,7 +1,7 @@
 """A small asynchronous Kubernetes API client for what kopf does not do for us.
 
 kopf watches and patches our own issuers; requests are guests: they are listed and watched here
-(``watch.py``), and their status is written here with a resourceVersion precondition, so a
+(``requests/reflector.py``), and their status is written here with a resourceVersion precondition, so a
 certificate is published at most once. It is aiohttp (kopf's own HTTP stack) on kopf's event loop:
 no thread per call, no client-side throttle.
 Credentials come from the kubernetes client's loaders (in-cluster service account or kubeconfig).

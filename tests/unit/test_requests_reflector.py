@@ -1,4 +1,4 @@
-"""The request kinds' own list+watch (``watch.Reflector``) against the sandbox API server: a paginated
+"""The request kinds' own list+watch (``reflector.Reflector``) against the sandbox API server: a paginated
 first listing, live changes, a relisting after 410 Gone that loses nothing (and drops what was deleted
 meanwhile), and a dropped stream resumed from its last version without a relisting."""
 

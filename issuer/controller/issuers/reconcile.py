@@ -3,7 +3,7 @@
 Ordinary kopf handlers (these objects are ours): on create, resume and spec change the issuer is
 reconciled; a timer re-checks it every ``TRUSTED_ISSUER_ISSUER_RECHECK_INTERVAL``, so a token that
 went away or a CA nearing expiry is noticed; a broken issuer is retried with backoff until it
-recovers, and one waiting for an administrator (a wrapped key, a CA certificate: ``provisioning``)
+recovers, and one waiting for an administrator (a wrapped key, a CA certificate: ``provisioned_ca``)
 is looked at again every ``TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL`` by a quiet timer. During a
 key rotation (``rotation``) a short timer switches to the new key as soon as its overlap has passed.
 Ready issuers are published to the ``IssuerRegistry``, from which the request handlers read them.

@@ -5,8 +5,8 @@ probes, metrics and the Lease election.
 
 A replica starts its signing workers, its probe and metrics servers and its token readiness checks
 first, in every role; then, with leader election on, it waits as a standby until it holds the Lease
-(``election.py``), and only then runs kopf, which handles issuers and, from its start-up handler,
-starts the request path (``requests.start``: our own watches, not kopf's). It runs kopf until
+(``replica/election.py``), and only then runs kopf, which handles issuers and, from its start-up handler,
+starts the request path (``requests/processing.start``: our own watches, not kopf's). It runs kopf until
 SIGTERM (then it stops kopf, releases the Lease and exits 0) or until it loses the Lease (the fence
 has already stopped its signing and publishing; it stops kopf and exits 1, so Kubernetes restarts it
 as a standby). A request that was in flight in a dead leader is unfinished in the API server, so the

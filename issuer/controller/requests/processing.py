@@ -1,13 +1,10 @@
-"""Signing requests that name our issuers: watched, signed, published once.
+"""Signing requests that name our issuers: observed, signed, published once (the path of one request:
+docs/architecture.md).
 
-Both kinds in ``kinds.py`` (cert-manager CertificateRequests and Kubernetes CertificateSigningRequests)
-belong to others; we are guests. kopf never sees them (no kopf annotations, finalizers or progress on
-them, and none of kopf's per-event cost): ``start`` lists and watches them with our own reflectors
-(``watch.py``), keeps what matters of each unfinished request of ours in memory, and processes them
-in our own work queue, whose workers await the signer pool. Our only writes go to ``/status``, with
-the resourceVersion we read as a precondition, so a certificate is published at most once per
-request across restarts, replayed watch events and competing replicas; Events about a request are
-posted in the background (``events.py``).
+The requests belong to others; kopf never sees them. ``start`` runs the reflectors, the queue's workers and
+the Event posters; ``process`` is one pass over one request. Our only writes go to ``/status``, with the
+resourceVersion we read as a precondition, so a certificate is published at most once per request across
+restarts, replayed watch events and competing replicas.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 cert-manager's ``CertificateRequest`` (namespaced; Ready condition, ``status.ca``) and Kubernetes'
 ``CertificateSigningRequest`` (cluster-scoped; ``spec.signerName``; only ``status.certificate`` or a
-``Failed`` condition are ever written). The processing in ``requests.py`` is the same for both; each
+``Failed`` condition are ever written). The processing in ``processing.py`` is the same for both; each
 kind says how to read its objects and how to write its status.
 """
 
