@@ -297,6 +297,7 @@ class ControlPlane:
             workdir / "kcm.kubeconfig", self.server, self.pki.ca_file, user="kcm", client=kcm
         )
         self.audit_log = workdir / "audit.log"
+        self.rbac_syncing: list[tuple[float, float]] = []
         audit_policy = workdir / "audit-policy.yaml"
         audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         self.etcd = Component(
@@ -379,12 +380,45 @@ class ControlPlane:
         self._wait(lambda: self._aggregated("admin"), timeout, self.controller_manager)
 
     def start_apiserver(self, timeout: float = 120) -> None:
+        """Start kube-apiserver; return once it is ready and its RBAC authorizer has synced. Between the
+        two it answers 403 to requests that RBAC allows (its role informers are still filling): that
+        window is kept in ``rbac_syncing``, so a check for a too narrow RBAC can tell the two apart."""
+        began = time.time()
         self.apiserver.start()
         self._wait(lambda: self.get("/readyz") == "ok", timeout, self.apiserver)
+        self._wait(self._rbac_synced, timeout, self.apiserver)
+        self.rbac_syncing.append((began, time.time()))
+
+    def _rbac_synced(self) -> bool:
+        """Does RBAC already allow what a bootstrap binding grants (anyone may read /version)?"""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": "rbac-sync-probe",
+                "groups": ["system:authenticated"],
+                "nonResourceAttributes": {"path": "/version", "verb": "get"},
+            },
+        }
+        answer = requests.post(
+            f"{self.server}/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            json=review,
+            verify=str(self.pki.ca_file),
+            cert=(str(self.admin_client[0]), str(self.admin_client[1])),
+            timeout=10,
+        )
+        return bool(answer.ok and answer.json().get("status", {}).get("allowed"))
+
+    def during_rbac_sync(self, event: dict[str, Any]) -> bool:
+        """Was this audit event received while the API server's RBAC was still syncing after a start?"""
+        received = event.get("requestReceivedTimestamp", "")
+        when = datetime.datetime.fromisoformat(received.replace("Z", "+00:00")).timestamp()
+        return any(start <= when <= end for start, end in self.rbac_syncing)
 
     def restart_apiserver(self) -> None:
-        """SIGTERM and start again: every watch and connection drops; etcd keeps the data."""
-        self.apiserver.stop()
+        """SIGTERM and start again: every watch and connection drops; etcd keeps the data. It stops
+        listening at once but can linger on open watches for 30s or more: SIGKILL after 3s."""
+        self.apiserver.stop(timeout=3)
         self.start_apiserver()
 
     def stop(self) -> None:
