@@ -45,7 +45,8 @@ OPERATOR_USER = "system:serviceaccount:trusted-issuer:trusted-issuer"
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
-    "omitStages": ["RequestReceived", "ResponseStarted"],
+    # ResponseStarted kept: a watch is otherwise recorded only when it ends.
+    "omitStages": ["RequestReceived"],
     "rules": [
         {
             "level": "Request",
