@@ -29,7 +29,7 @@ from tests.cluster.conftest import (
     control_plane_binaries,
     start_operator,
 )
-from tests.cluster.controlplane import ControlPlane
+from tests.cluster.controlplane import ControlPlane, free_port
 from tests.cluster.install import install
 from tests.cluster.kube import ClusterKube, assert_each_published_once
 from tests.cluster.test_requests import ready_issuer
@@ -111,6 +111,46 @@ def test_apiserver_restarted_mid_burst_publishes_each_request_once(live: Live) -
             live.operator.start()
         time.sleep(0.5)
     assert_each_published_once(kube, live.plane.audit_events(), path, namespace, names)
+
+
+def _role(operator: Operator) -> object:
+    return operator.probe("/healthz")[1].get("role")
+
+
+def test_leader_killed_mid_burst_the_standby_takes_the_real_lease(live: Live) -> None:
+    """Two replicas on a coordination.k8s.io Lease in the chart's namespace (the chart's Role grants
+    exactly get/create/update on it): the leader SIGKILLed mid-burst, the warm standby takes the Lease
+    once it expires and finishes the burst; every request published once."""
+    kube, namespace = live.kube, f"failover-{uuid.uuid4().hex[:6]}"
+    standby_env = {
+        **live.operator.env,
+        "TRUSTED_ISSUER_METRICS_PORT": str(free_port()),
+        "TRUSTED_ISSUER_HEALTH_PORT": str(free_port()),
+        "POD_NAME": "trusted-issuer-standby",
+    }
+    standby = Operator(standby_env, live.workdir / "standby.log")
+    standby.start()
+    try:
+        wait_until(lambda: _role(live.operator) == "leader", timeout=60)
+        wait_until(lambda: standby.probe("/readyz")[0] == 200 and _role(standby) == "standby", timeout=90)
+        path = CR_PATH.format(ns=namespace)
+        names = burst(kube, namespace, "ca", 300)
+        ready_issuer(kube, namespace, "ca", algorithm="rsa-4096")
+        wait_until(lambda: issued_count(kube, path) >= 5, timeout=120)
+        live.operator.kill()
+        at_kill = issued_count(kube, path)
+        assert at_kill < len(names), "the burst was over before the kill: not a mid-burst fault"
+        wait_until(lambda: _role(standby) == "leader", timeout=60)
+        wait_all_issued(kube, namespace, len(names))
+        assert_each_published_once(kube, live.plane.audit_events(), path, namespace, names)
+        lease = kube.get("/apis/coordination.k8s.io/v1/namespaces/trusted-issuer/leases/trusted-issuer")
+        assert lease["spec"]["holderIdentity"].startswith("trusted-issuer-standby")
+        assert_no_forbidden(standby, live.plane)
+    finally:
+        # The session's operator comes back as the standby of this one, then leads when it stops.
+        live.operator.start()
+        standby.stop()
+        wait_until(lambda: _role(live.operator) == "leader", timeout=60)
 
 
 @pytest.fixture(scope="module")
