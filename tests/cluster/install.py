@@ -6,9 +6,11 @@ the chart's own ServiceAccount, so the operator has exactly the chart's RBAC.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 from tests.chart.rendering import NAMESPACE, render
@@ -16,6 +18,11 @@ from tests.cluster.controlplane import ROOT, ControlPlane, write_kubeconfig
 
 OUR_CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 FIELD_MANAGER = "trusted-issuer-tests"
+SERVED = (
+    "/apis/cert-manager.io/v1/certificaterequests",
+    "/apis/trusted-issuer.dev/v1alpha1/trustedissuers",
+    "/apis/trusted-issuer.dev/v1alpha1/trustedclusterissuers",
+)
 #: The chart's values for the control-plane tests: its defaults (the SoftHSM2 backend).
 CHART_VALUES: dict[str, Any] = {}
 
@@ -42,6 +49,17 @@ def install(plane: ControlPlane) -> None:
     for crd in [*cert_manager_crds(), *OUR_CRDS]:
         plane.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", str(crd))
     plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    # Established is not yet served: each new resource answers 429 while its storage initializes.
+    for path in SERVED:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                plane.get(f"{path}?limit=1")
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     plane.kubectl("create", "namespace", NAMESPACE)
     manifest = yaml.safe_dump_all(render(CHART_VALUES).objects)
     plane.kubectl(
