@@ -22,7 +22,7 @@ import yaml
 from issuer.signer.keys import TokenConfig
 from tests.chart.rendering import NAMESPACE
 from tests.cluster.controlplane import OPERATOR_USER, BinariesMissing, ControlPlane, binaries_dir
-from tests.cluster.install import chart_operator_env, install, operator_kubeconfig
+from tests.cluster.install import chart_operator_args, chart_operator_env, install, operator_kubeconfig
 from tests.cluster.kube import ClusterKube
 from tests.operator.conftest import Operator, _free_port, token_profile
 
@@ -79,11 +79,13 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
 
 
-def operator_env(live_kubeconfig: Path, profiles_file: Path, **extra: str) -> dict[str, str]:
+def operator_env(
+    live_kubeconfig: Path, profiles_file: Path, values: dict[str, Any] | None = None, **extra: str
+) -> dict[str, str]:
     """The chart's environment for the operator container, with this machine's ports and files."""
     return {
         **os.environ,
-        **chart_operator_env(),
+        **chart_operator_env(values),
         "KUBECONFIG": str(live_kubeconfig),
         "TRUSTED_ISSUER_PROFILES_FILE": str(profiles_file),
         "TRUSTED_ISSUER_METRICS_PORT": str(_free_port()),
@@ -96,14 +98,21 @@ def operator_env(live_kubeconfig: Path, profiles_file: Path, **extra: str) -> di
     }
 
 
-def start_operator(plane: ControlPlane, token: TokenConfig, workdir: Path, **extra: str) -> Operator:
-    """``python -m issuer run`` with the chart's environment, a profiles file naming the test token, and a
-    kubeconfig holding only a TokenRequest token of the chart's ServiceAccount."""
+def start_operator(
+    plane: ControlPlane, token: TokenConfig, workdir: Path, values: dict[str, Any] | None = None, **extra: str
+) -> Operator:
+    """``python -m issuer run`` with the chart's arguments and environment (for chart ``values``), a
+    profiles file naming the test token, and a kubeconfig holding only a TokenRequest token of the chart's
+    ServiceAccount."""
     workdir.mkdir(parents=True, exist_ok=True)
     profiles_file = workdir / "profiles.yaml"
     profiles_file.write_text(yaml.safe_dump({"profiles": {"dev": token_profile(token)}}))
     kubeconfig = operator_kubeconfig(plane, workdir / "operator.kubeconfig")
-    operator = Operator(operator_env(kubeconfig, profiles_file, **extra), workdir / "operator.log")
+    operator = Operator(
+        operator_env(kubeconfig, profiles_file, values, **extra),
+        workdir / "operator.log",
+        args=chart_operator_args(values),
+    )
     operator.start()
     return operator
 

@@ -44,7 +44,7 @@ def cert_manager_crds() -> list[Path]:
     )
 
 
-def install(plane: ControlPlane) -> None:
+def install(plane: ControlPlane, values: dict[str, Any] | None = None) -> None:
     """CRDs, then the chart, server-side as an administrator would; returns once the CRDs serve."""
     for crd in [*cert_manager_crds(), *OUR_CRDS]:
         plane.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", str(crd))
@@ -61,7 +61,7 @@ def install(plane: ControlPlane) -> None:
                     raise
                 time.sleep(0.2)
     plane.kubectl("create", "namespace", NAMESPACE)
-    manifest = yaml.safe_dump_all(render(CHART_VALUES).objects)
+    manifest = yaml.safe_dump_all(render(CHART_VALUES if values is None else values).objects)
     plane.kubectl(
         "apply",
         "--server-side",
@@ -90,10 +90,17 @@ def operator_kubeconfig(plane: ControlPlane, path: Path, hours: int = 24) -> Pat
 POD_PATHS = ("SOFTHSM2_CONF",)
 
 
-def chart_operator_env() -> dict[str, str]:
+def chart_operator_args(values: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The chart's arguments of ``trusted-issuer run`` (after ``run``)."""
+    args = render(CHART_VALUES if values is None else values).container().get("args") or ["run"]
+    assert args[0] == "run", args
+    return tuple(str(a) for a in args[1:])
+
+
+def chart_operator_env(values: dict[str, Any] | None = None) -> dict[str, str]:
     """The literal environment the chart gives the operator container (valueFrom entries and the pod's
     file paths left out)."""
-    container = render(CHART_VALUES).container()
+    container = render(CHART_VALUES if values is None else values).container()
     return {
         e["name"]: str(e["value"])
         for e in container.get("env", [])
