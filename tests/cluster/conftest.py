@@ -26,8 +26,6 @@ from tests.cluster.install import chart_operator_args, chart_operator_env, insta
 from tests.cluster.kube import ClusterKube
 from tests.operator.conftest import Operator, _free_port, token_profile
 
-pytestmark = pytest.mark.cluster
-
 #: How a 403 shows in the operator's log: its own client's "answered 403", kopf's APIForbiddenError.
 FORBIDDEN_IN_LOG = re.compile(r"answered 403|[\"']code[\"']: ?403|[Ff]orbidden")
 
