@@ -23,8 +23,12 @@ SERVED = (
     "/apis/trusted-issuer.dev/v1alpha1/trustedissuers",
     "/apis/trusted-issuer.dev/v1alpha1/trustedclusterissuers",
 )
-#: The chart's values for the control-plane tests: its defaults (the SoftHSM2 backend).
-CHART_VALUES: dict[str, Any] = {}
+#: The one tenant namespace where the chart lets the operator read Secrets (an intermediate CA's, in the
+#: RBAC test); the chart grants none anywhere else.
+SECRETS_NAMESPACE = "tenant-secrets"
+#: The chart's values for the control-plane tests: its defaults (the SoftHSM2 backend), with Secret access
+#: opted into in one namespace.
+CHART_VALUES: dict[str, Any] = {"rbac": {"secretAccess": {"namespaces": [SECRETS_NAMESPACE]}}}
 
 
 def cert_manager_crds() -> list[Path]:
@@ -60,8 +64,18 @@ def install(plane: ControlPlane, values: dict[str, Any] | None = None) -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-    plane.kubectl("create", "namespace", NAMESPACE)
-    manifest = yaml.safe_dump_all(render(CHART_VALUES if values is None else values).objects)
+    rendered = render(CHART_VALUES if values is None else values)
+    # The release namespace, and every namespace the chart puts a Role into (its Secret access).
+    for namespace in sorted(
+        {NAMESPACE}
+        | {
+            str(o["metadata"]["namespace"])
+            for o in rendered.of_kind("Role")
+            if o["metadata"].get("namespace")
+        }
+    ):
+        plane.kubectl("create", "namespace", namespace)
+    manifest = yaml.safe_dump_all(rendered.objects)
     plane.kubectl(
         "apply",
         "--server-side",

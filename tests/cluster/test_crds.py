@@ -120,7 +120,7 @@ def test_structural_defaults_are_filled_in(admin: ClusterKube, kind: str) -> Non
     spec = _create(admin, kind, {"ca": SELF_SIGNED})["spec"]
     assert spec["key"] == {"algorithm": "ecdsa-p256", "rsaSignatureScheme": "PKCS1v15"}
     assert spec["ca"]["selfSigned"] == {"subject": "CN=rules", "duration": "87600h", "renewBefore": "720h"}
-    assert spec["policy"] == {"minDuration": "10m", "allowCA": False}
+    assert spec["policy"] == {"minDuration": "10m", "allowCA": False, "allowAnyExtendedKeyUsage": False}
     assert spec["deletionPolicy"] == "Retain"
     rotation = _create(admin, kind, {"key": {"rotation": {}}, "ca": SELF_SIGNED})["spec"]["key"]["rotation"]
     assert rotation == {"generation": 0, "overlap": "24h", "retiredKeyPolicy": "Retain"}

@@ -22,7 +22,7 @@ from typing import Any
 from tests.chart.rendering import render
 from tests.cluster.conftest import Live
 from tests.cluster.controlplane import OPERATOR_USER
-from tests.cluster.install import CHART_VALUES
+from tests.cluster.install import CHART_VALUES, SECRETS_NAMESPACE
 from tests.cluster.kube import ClusterKube
 from tests.cluster.test_requests import finished, ready_issuer
 from tests.csrs import make_csr
@@ -40,15 +40,16 @@ from tests.operator.test_rbac import CHECKED_BY_THE_API_SERVER, _chart_grants
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
 
-def _observed(live: Live) -> set[tuple[str, str, str]]:
-    rules = set()
+def _observed(live: Live) -> set[tuple[tuple[str, str, str], str | None]]:
+    """Every (rule, namespace) the operator's identity called: namespace None for a cluster-scoped call."""
+    calls = set()
     for event in live.plane.audit_events():
         if (event.get("user") or {}).get("username") != OPERATOR_USER or "objectRef" not in event:
             continue
         ref = event["objectRef"]
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        rules.add((ref.get("apiGroup", ""), resource, event["verb"]))
-    return rules
+        calls.add(((ref.get("apiGroup", ""), resource, event["verb"]), ref.get("namespace") or None))
+    return calls
 
 
 def _churn(kube: ClusterKube, paths: list[str], stop: threading.Event) -> None:
@@ -82,7 +83,7 @@ def _with_conflicts(
         finally:
             stop.set()
             worker.join(timeout=10)
-        if wanted in _observed(live):
+        if wanted in {rule for rule, _ in _observed(live)}:
             return
     raise AssertionError(f"no conflict made the operator call {wanted}")
 
@@ -94,11 +95,16 @@ def _drive_everything(live: Live) -> None:
     kube.create(path, certificate_request("one", make_csr(dns=["one.example.com"]), issuer="ca"))
     kube.approve(namespace, "one")
     assert condition(kube.wait(f"{path}/one", finished))["reason"] == "Issued"
-    # An intermediate CA: the operator reads (get, never list) the Secret named in its spec.
-    sub = issuer_body("sub", namespace=namespace)
+    # An intermediate CA: the operator reads (get, never list) the Secret named in its spec, in the one
+    # namespace where the chart's values grant it.
+    kube.namespace(SECRETS_NAMESPACE)
+    sub = issuer_body("sub", namespace=SECRETS_NAMESPACE)
     sub["spec"]["ca"] = {"intermediate": {"subject": "CN=sub", "secretName": "sub-ca"}}
-    kube.create(ISSUER_PATH.format(ns=namespace), sub)
-    kube.wait(f"{ISSUER_PATH.format(ns=namespace)}/sub", lambda o: bool(o.get("status", {}).get("caCSR")))
+    kube.create(ISSUER_PATH.format(ns=SECRETS_NAMESPACE), sub)
+    kube.wait(
+        f"{ISSUER_PATH.format(ns=SECRETS_NAMESPACE)}/sub",
+        lambda o: condition(o).get("reason") == "AwaitingCACertificate",
+    )
     # A cluster issuer deleted with Destroy: kopf's finalizer and the key's destruction.
     cluster_name = f"rbac-{uuid.uuid4().hex[:6]}"
     ready_issuer(kube, None, cluster_name, deletion_policy="Destroy")
@@ -139,11 +145,24 @@ def _csr(name: str, namespace: str) -> dict[str, Any]:
 
 def test_chart_rbac_is_exactly_what_the_operator_calls(live: Live) -> None:
     _drive_everything(live)
-    granted, named = _chart_grants(render(CHART_VALUES))
+    grants = _chart_grants(render(CHART_VALUES))
     observed = _observed(live)
-    unused = {rule for rule in granted | set(named) if rule not in observed}
+    called = {rule for rule, _ in observed}
+    unused = {rule for rule in grants.cluster | set(grants.named) if rule not in called}
+    unused |= {
+        (rule, namespace)  # type: ignore[misc]
+        for namespace, rules in grants.namespaced.items()
+        for rule in rules
+        if (rule, namespace) not in observed
+    }
     assert unused == set(CHECKED_BY_THE_API_SERVER), (
         f"the chart grants what the operator never calls: {unused}"
     )
-    ungranted = {rule for rule in observed if rule not in granted and rule not in named}
+    ungranted = {
+        (rule, namespace)
+        for rule, namespace in observed
+        if rule not in grants.cluster
+        and rule not in grants.named
+        and rule not in grants.namespaced.get(namespace or "", set())
+    }
     assert not ungranted, f"the operator called what the chart does not grant: {ungranted}"
