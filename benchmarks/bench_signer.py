@@ -54,11 +54,12 @@ from benchmarks.signer_tasks import SoftwareIssuer
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer import worker
 from issuer.signer.devtoken import init_dev_token
-from issuer.signer.keys import Algorithm, KeyHandle, PinSource, TokenConfig, public_key_fingerprint
+from issuer.signer.keys import Algorithm, KeyHandle, public_key_fingerprint
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
 from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import PEMBundle, SigningRequest, build_ca_certificate, parse_subject, utcnow
+from issuer.tokens import PinSource, TokenConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "signer.json"
 ALGORITHMS = (Algorithm.ECDSA_P256, Algorithm.RSA_2048)

@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
+from issuer.durations import parse_duration
 from issuer.errors import ConfigurationError, TrustedIssuerError
 from issuer.settings import Settings
 from issuer.signer import provision
 from issuer.signer.devtoken import DEFAULT_DIR, DEFAULT_LABEL, init_dev_token
 from issuer.signer.keys import Algorithm, public_key_fingerprint
-from issuer.signer.policy import Policy, parse_duration
+from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
 from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import SigningRequest

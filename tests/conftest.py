@@ -19,8 +19,9 @@ import pytest
 
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer.devtoken import init_dev_token
-from issuer.signer.keys import Algorithm, KeyHandle, PinSource, TokenConfig
+from issuer.signer.keys import Algorithm, KeyHandle
 from issuer.signer.pool import SignerPool
+from issuer.tokens import PinSource, TokenConfig
 
 
 @pytest.fixture(scope="session")

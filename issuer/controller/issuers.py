@@ -32,10 +32,11 @@ from issuer.controller.rotation import Outcome
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
 from issuer.settings import issuer_kinds_from_env
-from issuer.signer.keys import KeyHandle, TokenConfig
+from issuer.signer.keys import KeyHandle
 from issuer.signer.policy import tightening_message
 from issuer.signer.pool import IssuerKey
 from issuer.signer.x509 import PEMBundle
+from issuer.tokens import TokenConfig
 
 IssuerRef = tuple[str, str | None, str]  # (kind, namespace or None, name)
 #: The recheck timer's tick; an issuer is reconciled again once ``issuer_recheck_interval`` has passed

@@ -20,8 +20,8 @@ from issuer import api
 from issuer.controller import status as st
 from issuer.controller.issuers import IssuerRef, issuer_ref
 from issuer.controller.kubeapi import KubeClient
+from issuer.durations import parse_duration
 from issuer.errors import PermanentError
-from issuer.signer.policy import parse_duration
 from issuer.signer.x509 import PEMBundle, SigningRequest
 
 CSR_DURATION_ANNOTATION = "experimental.cert-manager.io/request-duration"

@@ -31,9 +31,10 @@ from issuer.controller.rotation import USE_SIGNING, Log, Outcome
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError
 from issuer.signer.chain import check_imported_ca, check_issuing_chain
-from issuer.signer.keys import KeyHandle, TokenConfig, WrappingKey, public_key_fingerprint
+from issuer.signer.keys import KeyHandle, WrappingKey, public_key_fingerprint
 from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
 from issuer.signer.x509 import CAChain
+from issuer.tokens import TokenConfig
 
 WRAPPED_KEY = "wrapped-key.bin"
 CERTIFICATE = "tls.crt"

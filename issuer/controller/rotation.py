@@ -34,7 +34,8 @@ from issuer.controller.issuer_spec import IssuerSpec
 from issuer.controller.key_scope import KeyScope, rotation_key_label
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PermanentError
-from issuer.signer.keys import KeyHandle, TokenConfig, public_key_fingerprint
+from issuer.signer.keys import KeyHandle, public_key_fingerprint
+from issuer.tokens import TokenConfig
 
 USE_SIGNING = "Signing"
 USE_NEXT = "Next"

@@ -31,15 +31,9 @@ from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from issuer.errors import ConfigurationError, IssuerError, PermanentError, RetryableError, TrustedIssuerError
-from issuer.signer.keys import (
-    WRAP_PARAMETERS,
-    Algorithm,
-    KeyHandle,
-    PublicKey,
-    TokenConfig,
-    public_key_fingerprint,
-)
+from issuer.signer.keys import WRAP_PARAMETERS, Algorithm, KeyHandle, PublicKey, public_key_fingerprint
 from issuer.signer.provision import WrappedKey, check_wrapped_for, oaep_hash
+from issuer.tokens import TokenConfig
 
 ED25519_OID = "1.3.101.112"
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")

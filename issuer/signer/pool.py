@@ -44,9 +44,10 @@ from typing import Any, Literal, TypeVar
 
 from issuer.errors import RetryableError
 from issuer.signer import worker
-from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig, WrappingKey
+from issuer.signer.keys import Algorithm, KeyHandle, WrappingKey
 from issuer.signer.worker import IssuerKey as IssuerKey  # re-exported: the pool is the signer surface
 from issuer.signer.x509 import PEMBundle, SigningRequest, utcnow
+from issuer.tokens import TokenConfig
 
 R = TypeVar("R")
 StartMethod = Literal["spawn", "forkserver"]

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
+from issuer import attestation
 from issuer.errors import ConfigurationError, IssuerError, RetryableError, TrustedIssuerError
-from issuer.signer import attestation, hsm, token_storage
-from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig, WrappingKey
+from issuer.signer import hsm, token_storage
+from issuer.signer.keys import Algorithm, KeyHandle, WrappingKey
 from issuer.signer.policy import Policy
 from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
 from issuer.signer.token_keys import TokenPrivateKey, token_private_key
@@ -43,6 +44,7 @@ from issuer.signer.x509 import (
     issue_checked_certificate,
     parse_subject,
 )
+from issuer.tokens import TokenConfig
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

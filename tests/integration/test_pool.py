@@ -14,11 +14,12 @@ import pytest
 from cryptography import x509
 
 from issuer.errors import RetryableError
-from issuer.signer.keys import Algorithm, TokenConfig
+from issuer.signer.keys import Algorithm
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
 from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import SigningRequest
+from issuer.tokens import TokenConfig
 from tests.conftest import CAFactory
 from tests.csrs import make_csr
 from tests.integration import worker_probe

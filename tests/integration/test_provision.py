@@ -34,18 +34,12 @@ from issuer.errors import IssuerError, PermanentError
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer import provision, worker
 from issuer.signer.chain import check_imported_ca, check_issuing_chain
-from issuer.signer.keys import (
-    Algorithm,
-    KeyHandle,
-    PinSource,
-    TokenConfig,
-    WrappingKey,
-    public_key_fingerprint,
-)
+from issuer.signer.keys import Algorithm, KeyHandle, WrappingKey, public_key_fingerprint
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
 from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import SigningRequest
+from issuer.tokens import PinSource, TokenConfig
 from tests.conftest import unique_label
 from tests.csrs import make_csr
 from tests.verifiers import openssl_verify, web_pki_verify

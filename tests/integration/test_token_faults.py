@@ -21,8 +21,9 @@ from issuer.errors import IssuerError
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer import hsm, token_storage, worker
 from issuer.signer.devtoken import DevToken, init_dev_token
-from issuer.signer.keys import Algorithm, PinSource, TokenConfig
+from issuer.signer.keys import Algorithm
 from issuer.signer.pool import SignerPool
+from issuer.tokens import PinSource, TokenConfig
 
 
 @pytest.fixture

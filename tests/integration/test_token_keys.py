@@ -17,8 +17,9 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from issuer.errors import IssuerError, PermanentError
 from issuer.signer import worker
-from issuer.signer.keys import Algorithm, KeyHandle, PinSource, TokenConfig
+from issuer.signer.keys import Algorithm, KeyHandle
 from issuer.signer.pool import SignerPool
+from issuer.tokens import PinSource, TokenConfig
 from tests.conftest import unique_label
 
 ALGORITHMS = list(Algorithm)
