@@ -30,7 +30,7 @@ from issuer.controller.key_scope import KeyScope
 from issuer.controller.rotation import Log as Logger
 from issuer.controller.rotation import Outcome
 from issuer.controller.runtime import Runtime
-from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
+from issuer.errors import PIN_REJECTED, IssuerError, PendingError, PermanentError, Reason, TrustedIssuerError
 from issuer.settings import issuer_kinds_from_env
 from issuer.signer.keys import KeyHandle
 from issuer.signer.policy import tightening_message
@@ -136,7 +136,7 @@ async def _signing_key(
         handle = await runtime.pool.afind_key(token, label)
         if handle.algorithm is not spec.algorithm:
             raise IssuerError(
-                f"key {label!r} is {handle.algorithm.value}, not {spec.algorithm.value}", "KeyMismatch"
+                f"key {label!r} is {handle.algorithm.value}, not {spec.algorithm.value}", Reason.KEY_MISMATCH
             )
         await runtime.pool.averify_key(token, handle)
         return handle, 0
@@ -247,7 +247,7 @@ async def _report(
         )
         patch.status["observedGeneration"] = generation
         metrics.ISSUER_READY.labels(metric_label(ref)).set(0)
-        if err.reason in ("PINIncorrect", "PINLocked", "PINExpired"):
+        if err.reason in PIN_REJECTED:
             profile = str((body.get("spec") or {}).get("tokenProfile", ""))
             metrics.TOKEN_LOGIN_FAILURES.labels(profile).inc()
         if isinstance(err, PermanentError):
@@ -413,7 +413,7 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
         try:
             await runtime.pool.adestroy_key(profile.token, found)
         except IssuerError as err:
-            if err.reason != "KeyNotFound":
+            if err.reason != Reason.KEY_NOT_FOUND:
                 raise
             continue
         log.info(f"destroyed key label={found.key_label!r} id={found.key_id} (deletionPolicy=Destroy)")

@@ -29,7 +29,7 @@ from issuer.controller.key_scope import KeyScope, wrapping_key_label
 from issuer.controller.kubeapi import NotFound
 from issuer.controller.rotation import USE_SIGNING, Log, Outcome
 from issuer.controller.runtime import Runtime
-from issuer.errors import IssuerError, PendingError
+from issuer.errors import IssuerError, PendingError, Reason
 from issuer.signer.chain import check_imported_ca, check_issuing_chain
 from issuer.signer.keys import KeyHandle, WrappingKey, public_key_fingerprint
 from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
@@ -214,7 +214,7 @@ async def _imported_key(
     try:
         return await runtime.pool.afind_key(token, place.key_label)
     except IssuerError as err:
-        if err.reason != "KeyNotFound":
+        if err.reason != Reason.KEY_NOT_FOUND:
             raise
     return None
 
@@ -223,7 +223,7 @@ async def _destroy_wrapping_key(runtime: Runtime, token: TokenConfig, handle: Ke
     try:
         await runtime.pool.adestroy_wrapping_key(token, handle)
     except IssuerError as err:
-        if err.reason != "KeyNotFound":
+        if err.reason != Reason.KEY_NOT_FOUND:
             raise
 
 
@@ -236,7 +236,7 @@ async def _wrapping_key(
     try:
         return await runtime.pool.afind_wrapping_key(token, label)
     except IssuerError as err:
-        if err.reason != "KeyNotFound":
+        if err.reason != Reason.KEY_NOT_FOUND:
             raise
     if status.get("wrappingKey"):
         # Nothing was imported with it yet, so a new one costs only a new wrap; a blob made for the old

@@ -38,6 +38,7 @@ from issuer.errors import (
     IssuerError,
     PendingError,
     PermanentError,
+    Reason,
     TrustedIssuerError,
 )
 from issuer.signer.x509 import PEMBundle
@@ -48,7 +49,7 @@ log = logging.getLogger("trusted-issuer.requests")
 MAX_BACKOFF = 60.0
 PUBLISH_ATTEMPTS = 5
 #: Reasons of passing signer faults that mean the token itself is unreachable.
-TOKEN_FAULTS = frozenset({"TokenUnavailable"})
+TOKEN_FAULTS = frozenset({Reason.TOKEN_UNAVAILABLE})
 
 
 def _key(kind: RequestKind, body: Mapping[str, Any]) -> RequestKey:

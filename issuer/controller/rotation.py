@@ -33,7 +33,7 @@ from issuer.controller import status as st
 from issuer.controller.issuer_spec import IssuerSpec
 from issuer.controller.key_scope import KeyScope, rotation_key_label
 from issuer.controller.runtime import Runtime
-from issuer.errors import IssuerError, PermanentError
+from issuer.errors import IssuerError, PermanentError, Reason
 from issuer.signer.keys import KeyHandle, public_key_fingerprint
 from issuer.tokens import TokenConfig
 
@@ -156,7 +156,7 @@ async def find_or_generate(runtime: Runtime, token: TokenConfig, spec: IssuerSpe
         # A crash after generating but before recording leaves our own key behind: take it back.
         return await runtime.pool.afind_key(token, label)
     except IssuerError as err:
-        if err.reason != "KeyNotFound":
+        if err.reason != Reason.KEY_NOT_FOUND:
             raise
     return await runtime.pool.agenerate_key(token, spec.algorithm, label)
 
@@ -230,7 +230,7 @@ async def self_signed(
             try:
                 await runtime.pool.adestroy_key(token, old)
             except IssuerError as err:
-                if err.reason != "KeyNotFound":
+                if err.reason != Reason.KEY_NOT_FOUND:
                     raise
             record["destroyedAt"] = st.timestamp(now)
             log.warning(

@@ -42,7 +42,7 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal, TypeVar
 
-from issuer.errors import RetryableError
+from issuer.errors import Reason, RetryableError
 from issuer.signer import worker
 from issuer.signer.keys import Algorithm, KeyHandle, WrappingKey
 from issuer.signer.worker import IssuerKey as IssuerKey  # re-exported: the pool is the signer surface
@@ -67,7 +67,7 @@ _Task = tuple[int, concurrent.futures.Future[Any], bytes]  # task id, its future
 
 
 def _worker_died() -> RetryableError:
-    return RetryableError("a signing worker died while working; retry", "WorkerDied")
+    return RetryableError("a signing worker died while working; retry", Reason.WORKER_DIED)
 
 
 class _ExecutedProcess:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cryptography.hazmat.primitives import serialization
 
 from issuer import attestation
-from issuer.errors import ConfigurationError, IssuerError, RetryableError, TrustedIssuerError
+from issuer.errors import ConfigurationError, IssuerError, Reason, RetryableError, TrustedIssuerError
 from issuer.signer import hsm, token_storage
 from issuer.signer.keys import Algorithm, KeyHandle, WrappingKey
 from issuer.signer.policy import Policy
@@ -78,7 +78,9 @@ def initialise() -> None:
 
 #: Reasons for which a token that cannot be opened may only seem absent: SoftHSM2 shows a token as
 #: missing or uninitialised to a process that reads its token.object while another process rewrites it.
-_SEEMS_ABSENT = frozenset({"TokenNotFound", "PINNotInitialized", "TokenUnavailable", "TokenError"})
+_SEEMS_ABSENT = frozenset(
+    {Reason.TOKEN_NOT_FOUND, Reason.PIN_NOT_INITIALIZED, Reason.TOKEN_UNAVAILABLE, Reason.TOKEN_ERROR}
+)
 #: Opening again after a rescan, this many times, a little later each time, before giving up.
 OPEN_RETRIES = 2
 OPEN_RETRY_DELAY = 0.05
@@ -105,7 +107,8 @@ def session(config: TokenConfig) -> hsm.TokenSession:
                 continue
             problem = token_storage.storage_problem(config.module)
             if problem is not None and (absent or isinstance(err, ConfigurationError)):
-                raise IssuerError(f"opening {config.describe()}: {problem}", "TokenStorageMissing") from None
+                message = f"opening {config.describe()}: {problem}"
+                raise IssuerError(message, Reason.TOKEN_STORAGE_MISSING) from None
             raise
         _sessions[config] = opened
         return opened
@@ -128,6 +131,13 @@ def forget(config: TokenConfig, *, rescan: bool) -> None:
         hsm.reset_module(config.module)
 
 
+#: Faults after which a task's session is dropped, and those after which the module is rescanned too.
+_SESSION_SPOILT = frozenset(
+    {Reason.PIN_INCORRECT, Reason.NOT_LOGGED_IN, Reason.TOKEN_NOT_FOUND, Reason.KEY_NOT_FOUND}
+)
+_RESCAN = frozenset({Reason.TOKEN_NOT_FOUND, Reason.KEY_NOT_FOUND})
+
+
 def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
     """Run ``run(session)``; a fault that may have killed the session drops it so the next task
     reopens it (the token came back, the PIN file changed).
@@ -145,11 +155,11 @@ def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
             raise
         except Exception as err:
             reason = getattr(err, "reason", "")
-            if reason == "KeyNotFound" and attempt == 2:
+            if reason == Reason.KEY_NOT_FOUND and attempt == 2:
                 raise  # the session that missed it was opened after a rescan: the key is not there
-            if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound", "KeyNotFound"}:
-                forget(config, rescan=reason in {"TokenNotFound", "KeyNotFound"})
-            if reason != "KeyNotFound":
+            if reason in _SESSION_SPOILT:
+                forget(config, rescan=reason in _RESCAN)
+            if reason != Reason.KEY_NOT_FOUND:
                 raise
     raise AssertionError("unreachable: the second attempt returns or raises")
 
