@@ -76,8 +76,8 @@ class CAFactory:
         self, algorithm: Algorithm, subject: str | None = None, duration: timedelta | None = None
     ) -> TestCA:
         label = f"test-{algorithm.value}-{uuid.uuid4().hex[:12]}"
-        key = self.pool.generate_key(self.token, algorithm, label)
-        pem = self.pool.create_self_signed_ca(
+        key = self.pool.generate_key.blocking(self.token, algorithm, label)
+        pem = self.pool.create_self_signed_ca.blocking(
             self.token,
             key,
             subject or f"CN=test {algorithm.value} root,O=trusted-issuer tests",

@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography import x509
 
-from issuer.signer.x509 import PEMBundle
+from issuer.signer.api import PEMBundle
 
 log = logging.getLogger("trusted-issuer.audit")
 

@@ -32,10 +32,7 @@ from issuer.controller.rotation import Outcome
 from issuer.controller.runtime import Runtime
 from issuer.errors import PIN_REJECTED, IssuerError, PendingError, PermanentError, Reason, TrustedIssuerError
 from issuer.settings import issuer_kinds_from_env
-from issuer.signer.keys import KeyHandle
-from issuer.signer.policy import tightening_message
-from issuer.signer.pool import IssuerKey
-from issuer.signer.x509 import PEMBundle
+from issuer.signer.api import IssuerKey, KeyHandle, PEMBundle, tightening_message
 from issuer.tokens import TokenConfig
 
 IssuerRef = tuple[str, str | None, str]  # (kind, namespace or None, name)
@@ -129,16 +126,16 @@ async def _signing_key(
                 "create a new issuer to change it",
                 "KeyAlgorithmChanged",
             )
-        await runtime.pool.averify_key(token, handle)
+        await runtime.pool.verify_key(token, handle)
         return handle, generation
     if spec.adopt_label:
         label = scope.check_adoptable()
-        handle = await runtime.pool.afind_key(token, label)
+        handle = await runtime.pool.find_key(token, label)
         if handle.algorithm is not spec.algorithm:
             raise IssuerError(
                 f"key {label!r} is {handle.algorithm.value}, not {spec.algorithm.value}", Reason.KEY_MISMATCH
             )
-        await runtime.pool.averify_key(token, handle)
+        await runtime.pool.verify_key(token, handle)
         return handle, 0
     return await rotation.find_or_generate(runtime, token, spec, scope.base_label), 0
 
@@ -196,7 +193,7 @@ async def reconcile(
 
 async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outcome: Outcome) -> Ready:
     signing = IssuerKey(token, outcome.handle, outcome.ca_pem, spec.policy, spec.rsa_pss)
-    await runtime.pool.acheck(signing)
+    await runtime.pool.check(signing)
     return Ready(signing, outcome.trust_pem, outcome.note)
 
 
@@ -410,11 +407,7 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
         if isinstance(found, TrustedIssuerError):
             log.warning(f"deletionPolicy=Destroy: key left in the token: {found.reason}: {found.message}")
             continue
-        try:
-            await runtime.pool.adestroy_key(profile.token, found)
-        except IssuerError as err:
-            if err.reason != Reason.KEY_NOT_FOUND:
-                raise
+        if not await runtime.pool.destroy_key_if_present(profile.token, found):
             continue
         log.info(f"destroyed key label={found.key_label!r} id={found.key_id} (deletionPolicy=Destroy)")
     if status.get("wrappingKey"):
@@ -425,7 +418,7 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
             log.warning(f"deletionPolicy=Destroy: key left in the token: {err.reason}: {err.message}")
             return
         with contextlib.suppress(IssuerError):
-            await runtime.pool.adestroy_wrapping_key(profile.token, wrapping.handle)
+            await runtime.pool.destroy_wrapping_key(profile.token, wrapping.handle)
 
 
 # Kinds this operator does not serve get no handlers at all, so kopf does not even watch them: a

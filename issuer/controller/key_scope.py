@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from issuer import api
 from issuer.controller.issuer_spec import IssuerSpec
 from issuer.errors import IssuerError, TrustedIssuerError
-from issuer.signer.keys import KeyHandle, WrappingKey
+from issuer.signer.api import KeyHandle, WrappingKey
 
 _Parsed = TypeVar("_Parsed")
 REASON_KEY_OUT_OF_SCOPE = "KeyOutOfScope"

@@ -22,7 +22,7 @@ from issuer.controller.issuers import IssuerRef, issuer_ref
 from issuer.controller.kubeapi import KubeClient
 from issuer.durations import parse_duration
 from issuer.errors import PermanentError
-from issuer.signer.x509 import PEMBundle, SigningRequest
+from issuer.signer.api import PEMBundle, SigningRequest
 
 CSR_DURATION_ANNOTATION = "experimental.cert-manager.io/request-duration"
 CSR_IS_CA_ANNOTATION = "experimental.cert-manager.io/request-is-ca"

@@ -41,7 +41,7 @@ from issuer.errors import (
     Reason,
     TrustedIssuerError,
 )
-from issuer.signer.x509 import PEMBundle
+from issuer.signer.api import PEMBundle
 
 log = logging.getLogger("trusted-issuer.requests")
 
@@ -262,7 +262,7 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         await kind.authorize(runtime.client, body, ref)
         request = kind.signing_request(body)
         with metrics.TOKEN_OPERATION_SECONDS.labels("sign").time():
-            bundle = issuer.trusted(await runtime.pool.asign(issuer.signing, request))
+            bundle = issuer.trusted(await runtime.pool.sign(issuer.signing, request))
     except PermanentError as err:
         await _fail(runtime, kind, key, body, err.message, now)
         return

@@ -33,8 +33,8 @@ from issuer.controller import status as st
 from issuer.controller.issuer_spec import IssuerSpec
 from issuer.controller.key_scope import KeyScope, rotation_key_label
 from issuer.controller.runtime import Runtime
-from issuer.errors import IssuerError, PermanentError, Reason
-from issuer.signer.keys import KeyHandle, public_key_fingerprint
+from issuer.errors import PermanentError
+from issuer.signer.api import KeyHandle, public_key_fingerprint
 from issuer.tokens import TokenConfig
 
 USE_SIGNING = "Signing"
@@ -145,20 +145,18 @@ class Outcome:
 async def _new_ca(
     runtime: Runtime, token: TokenConfig, handle: KeyHandle, spec: IssuerSpec
 ) -> dict[str, Any]:
-    pem = await runtime.pool.acreate_self_signed_ca(
+    pem = await runtime.pool.create_self_signed_ca(
         token, handle, spec.subject, spec.ca_duration, path_length=spec.path_length, rsa_pss=spec.rsa_pss
     )
     return {**st.ca_entry(pem), "publicKeySHA256": handle.public_key_sha256}
 
 
 async def find_or_generate(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, label: str) -> KeyHandle:
-    try:
-        # A crash after generating but before recording leaves our own key behind: take it back.
-        return await runtime.pool.afind_key(token, label)
-    except IssuerError as err:
-        if err.reason != Reason.KEY_NOT_FOUND:
-            raise
-    return await runtime.pool.agenerate_key(token, spec.algorithm, label)
+    # A crash after generating but before recording leaves our own key behind: take it back.
+    found = await runtime.pool.find_key_or_none(token, label)
+    if found is not None:
+        return found
+    return await runtime.pool.generate_key(token, spec.algorithm, label)
 
 
 async def self_signed(
@@ -186,7 +184,7 @@ async def self_signed(
     if plan.switch:
         assert next_record is not None
         upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
-        await runtime.pool.averify_key(token, upcoming)
+        await runtime.pool.verify_key(token, upcoming)
         retired.append(retired_record(handle, generation, now))
         log.info(
             f"rotation: signing with generation {next_record['generation']} key {upcoming.key_label!r} "
@@ -213,7 +211,7 @@ async def self_signed(
         )
     elif next_record is not None:
         upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
-        await runtime.pool.averify_key(token, upcoming)
+        await runtime.pool.verify_key(token, upcoming)
 
     # Destroy retired keys only when asked, and only those whose retirement was already published.
     published_retired = {
@@ -227,11 +225,7 @@ async def self_signed(
             old, _ = scope.signing_key(record["keyHandle"], "retiredKeys[].keyHandle")
             if old.key_label == handle.key_label:
                 continue  # never the key that signs (status.retiredKeys may have been rewritten)
-            try:
-                await runtime.pool.adestroy_key(token, old)
-            except IssuerError as err:
-                if err.reason != Reason.KEY_NOT_FOUND:
-                    raise
+            await runtime.pool.destroy_key_if_present(token, old)
             record["destroyedAt"] = st.timestamp(now)
             log.warning(
                 f"rotation: destroyed retired key {old.key_label!r} id={old.key_id} "

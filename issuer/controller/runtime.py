@@ -14,7 +14,7 @@ from issuer.controller.kubeapi import KubeClient
 from issuer.controller.queue import WorkQueue
 from issuer.profiles import Profiles
 from issuer.settings import Settings
-from issuer.signer.pool import SignerPool
+from issuer.signer.api import Signer
 
 if TYPE_CHECKING:
     from issuer.controller.issuers import IssuerRef, IssuerRegistry
@@ -26,7 +26,7 @@ RequestKey = tuple[str, str, str]  # (plural, namespace or "", name)
 class Runtime:
     settings: Settings
     profiles: Profiles
-    pool: SignerPool
+    pool: Signer
     client: KubeClient
     clock: Callable[[], datetime]
     issuers: IssuerRegistry

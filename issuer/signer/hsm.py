@@ -38,7 +38,14 @@ from issuer.errors import (
     RetryableError,
     TrustedIssuerError,
 )
-from issuer.signer.keys import WRAP_PARAMETERS, Algorithm, KeyHandle, PublicKey, public_key_fingerprint
+from issuer.signer.keys import (
+    WRAP_PARAMETERS,
+    Algorithm,
+    KeyHandle,
+    KeyReport,
+    PublicKey,
+    public_key_fingerprint,
+)
 from issuer.signer.provision import WrappedKey, check_wrapped_for, oaep_hash
 from issuer.tokens import TokenConfig
 
@@ -276,17 +283,6 @@ _RSA_MECHANISMS: dict[str, tuple[tuple[Mechanism, Mechanism], Mechanism, Any]] =
         pkcs11.MGF.SHA512,
     ),
 }
-
-
-@dataclass(frozen=True)
-class KeyReport:
-    """What ``hsm keys`` shows of a key pair: its handle and the protection flags, never material."""
-
-    handle: KeyHandle
-    sensitive: bool
-    extractable: bool
-    always_sensitive: bool
-    never_extractable: bool
 
 
 class TokenSession:

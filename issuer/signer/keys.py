@@ -1,4 +1,4 @@
-"""Key algorithms and key handles: the plain data that describes a CA key in a token.
+"""Key algorithms, key handles and issuer keys: the plain data that describes a CA key in a token.
 
 Nothing here talks to a token; these values cross process boundaries and are written to CRD status.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from issuer.attestation import Evidence
 from issuer.errors import ConfigurationError, IssuerError
+from issuer.signer.policy import Policy
+from issuer.tokens import TokenConfig
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
@@ -155,3 +157,25 @@ class WrappingKey:
             )
         except (KeyError, TypeError) as missing:
             raise IssuerError(f"recorded wrapping key lacks {missing}", "KeyHandleInvalid") from None
+
+
+@dataclass(frozen=True)
+class KeyReport:
+    """What ``hsm keys`` shows of a key pair: its handle and the protection flags, never material."""
+
+    handle: KeyHandle
+    sensitive: bool
+    extractable: bool
+    always_sensitive: bool
+    never_extractable: bool
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    """Everything a worker needs to sign for one issuer: its token, key, CA chain and policy."""
+
+    token: TokenConfig
+    key: KeyHandle
+    ca_pem: bytes
+    policy: Policy = field(default_factory=Policy)
+    rsa_pss: bool = False

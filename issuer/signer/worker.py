@@ -20,7 +20,6 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,8 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from issuer import attestation
 from issuer.errors import ConfigurationError, IssuerError, Reason, RetryableError, TrustedIssuerError
 from issuer.signer import hsm, token_storage
-from issuer.signer.keys import Algorithm, KeyHandle, WrappingKey
-from issuer.signer.policy import Policy
+from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, KeyReport, WrappingKey
 from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
 from issuer.signer.token_keys import TokenPrivateKey, token_private_key
 from issuer.signer.x509 import (
@@ -53,17 +51,6 @@ R = TypeVar("R")
 #: Bytes of the task id ahead of each pickled task, outside the pickle: a task a worker cannot unpickle
 #: (a function it cannot import) still gets an answer rather than killing the worker.
 TASK_ID_BYTES = 8
-
-
-@dataclass(frozen=True)
-class IssuerKey:
-    """Everything a worker needs to sign for one issuer: its token, key, CA chain and policy."""
-
-    token: TokenConfig
-    key: KeyHandle
-    ca_pem: bytes
-    policy: Policy = field(default_factory=Policy)
-    rsa_pss: bool = False
 
 
 _sessions: dict[TokenConfig, hsm.TokenSession] = {}
@@ -200,10 +187,21 @@ def _private_key(config: TokenConfig, handle: KeyHandle) -> TokenPrivateKey:
 _token_keys: dict[KeyHandle, tuple[hsm.SigningKey, TokenPrivateKey]] = {}
 
 
-# -- tasks --------------------------------------------------------------------------------------------
+def _unless_missing(run: Callable[[], R], missing: R) -> R:
+    """``run()``, or ``missing`` when the token has no such key: for callers to whom that is an answer.
+    ``_on_token`` looked again after a rescan before reporting ``KeyNotFound``, so the miss is real."""
+    try:
+        return run()
+    except IssuerError as err:
+        if err.reason != Reason.KEY_NOT_FOUND:
+            raise
+    return missing
 
 
-def sign_request(issuer: IssuerKey | bytes, request: SigningRequest, now: datetime) -> PEMBundle:
+# -- tasks: each is one entry of the signer's table (issuer.signer.operations.Signer) ------------------
+
+
+def sign_request(now: datetime, issuer: IssuerKey | bytes, request: SigningRequest) -> PEMBundle:
     """The whole pipeline for one request: parse and verify the CSR, apply policy, build, sign in token.
 
     ``issuer`` may be an ``IssuerKey`` or, as the pool sends it, one pickled by ``pickled_once``.
@@ -222,7 +220,7 @@ def sign_request(issuer: IssuerKey | bytes, request: SigningRequest, now: dateti
     return _on_token(key_issuer.token, run)
 
 
-def check_issuer(issuer: IssuerKey | bytes, now: datetime) -> None:
+def check_issuer(now: datetime, issuer: IssuerKey | bytes) -> None:
     """Is the key in the token, is it the recorded key, and does the CA certificate belong to it and
     stand valid now? ``issuer`` as for :func:`sign_request`."""
     key_issuer = _issuer(issuer)
@@ -240,7 +238,13 @@ def generate_key(config: TokenConfig, algorithm: Algorithm, key_label: str) -> K
 
 
 def find_key(config: TokenConfig, key_label: str) -> KeyHandle:
+    """The key pair under ``key_label``; ``IssuerError`` (``KeyNotFound``) when there is none."""
     return _on_token(config, lambda s: s.find_by_label(key_label))
+
+
+def find_key_or_none(config: TokenConfig, key_label: str) -> KeyHandle | None:
+    """As :func:`find_key`, where a missing key is an answer (``None``), not a failure."""
+    return _unless_missing(lambda: find_key(config, key_label), None)
 
 
 def verify_key(config: TokenConfig, handle: KeyHandle) -> KeyHandle:
@@ -250,11 +254,12 @@ def verify_key(config: TokenConfig, handle: KeyHandle) -> KeyHandle:
 
 
 def create_self_signed_ca(
+    now: datetime,
     config: TokenConfig,
     handle: KeyHandle,
     subject: str,
     duration: timedelta,
-    now: datetime,
+    *,
     path_length: int | None = None,
     rsa_pss: bool = False,
 ) -> bytes:
@@ -275,8 +280,9 @@ def create_ca_csr(
     config: TokenConfig,
     handle: KeyHandle,
     subject: str,
-    path_length: int | None = None,
-    rsa_pss: bool = False,
+    *,
+    path_length: int | None,
+    rsa_pss: bool,
 ) -> str:
     """A CA CSR (PEM) for a token key, signed in the token."""
     name = parse_subject(subject)
@@ -311,7 +317,13 @@ def generate_wrapping_key(config: TokenConfig, key_label: str) -> WrappingKey:
 
 
 def find_wrapping_key(config: TokenConfig, key_label: str) -> WrappingKey:
+    """The wrapping key under ``key_label``; ``IssuerError`` (``KeyNotFound``) if absent."""
     return _wrapping_key(config, _on_token(config, lambda s: s.find_wrapping_key(key_label)))
+
+
+def find_wrapping_key_or_none(config: TokenConfig, key_label: str) -> WrappingKey | None:
+    """As :func:`find_wrapping_key`, where a missing key is an answer (``None``)."""
+    return _unless_missing(lambda: find_wrapping_key(config, key_label), None)
 
 
 def unwrap_key(config: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_label: str) -> KeyHandle:
@@ -323,16 +335,38 @@ def unwrap_key(config: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_lab
 
 
 def destroy_wrapping_key(config: TokenConfig, wrapping: KeyHandle) -> None:
+    """Destroy a wrapping key (both halves), after its import or when an import is abandoned."""
     _on_token(config, lambda s: s.destroy_wrapping_key(wrapping))
 
 
-def list_keys(config: TokenConfig) -> list[hsm.KeyReport]:
+def destroy_wrapping_key_if_present(config: TokenConfig, wrapping: KeyHandle) -> bool:
+    """As :func:`destroy_wrapping_key`; ``False`` when it was already gone."""
+
+    def run() -> bool:
+        destroy_wrapping_key(config, wrapping)
+        return True
+
+    return _unless_missing(run, False)
+
+
+def list_keys(config: TokenConfig) -> list[KeyReport]:
     return _on_token(config, lambda s: s.list_keys())
 
 
 def destroy_key(config: TokenConfig, handle: KeyHandle) -> None:
+    """Destroy a CA key pair; ``IssuerError`` (``KeyNotFound``) when it is not in the token."""
     _on_token(config, lambda s: s.destroy_key(handle))
     _token_keys.pop(handle, None)
+
+
+def destroy_key_if_present(config: TokenConfig, handle: KeyHandle) -> bool:
+    """As :func:`destroy_key`; ``False`` when the key was already gone."""
+
+    def run() -> bool:
+        destroy_key(config, handle)
+        return True
+
+    return _unless_missing(run, False)
 
 
 def private_key_attribute(config: TokenConfig, handle: KeyHandle, attribute: str) -> object:
