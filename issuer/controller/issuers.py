@@ -17,10 +17,10 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import kopf
-from cryptography import x509
 
 from issuer import api, metrics
 from issuer.controller import provisioning, rotation
@@ -147,6 +147,8 @@ class Ready:
     signing: IssuerKey
     trust_pem: bytes
     note: str = ""
+    #: The issuing CA certificate's not-after, as the signer's check found it.
+    ca_not_after: datetime | None = None
 
 
 async def reconcile(
@@ -193,8 +195,8 @@ async def reconcile(
 
 async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outcome: Outcome) -> Ready:
     signing = IssuerKey(token, outcome.handle, outcome.ca_pem, spec.policy, spec.rsa_pss)
-    await runtime.pool.check(signing)
-    return Ready(signing, outcome.trust_pem, outcome.note)
+    ca_not_after = await runtime.pool.check(signing)
+    return Ready(signing, outcome.trust_pem, outcome.note, ca_not_after)
 
 
 def _backoff(retry: int) -> float:
@@ -271,8 +273,8 @@ async def _report(
     state.ready, state.signing, state.message = True, signing, message
     state.trust_pem = ready.trust_pem
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)
-    ca = x509.load_pem_x509_certificate(signing.ca_pem)
-    metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ca.not_valid_after_utc.timestamp())
+    if ready.ca_not_after is not None:
+        metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ready.ca_not_after.timestamp())
     for waiting in runtime.issuers.woken(ref):
         runtime.queue.add(waiting)
 

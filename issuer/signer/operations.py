@@ -94,7 +94,8 @@ class Signer:
     # -- every request, and the issuer's readiness --
     #: ``(issuer, request) -> PEMBundle``: the whole pipeline for one request, the signature in the token.
     sign = clocked(worker.sign_request)
-    #: ``(issuer) -> None``: the key is there and is the recorded one; the CA is its and valid now.
+    #: ``(issuer) -> datetime``: the key is there and is the recorded one; the CA is its and valid now.
+    #: Returns the issuing CA certificate's not-after.
     check = clocked(worker.check_issuer)
 
     # -- an issuer's CA key --

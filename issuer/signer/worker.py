@@ -220,9 +220,10 @@ def sign_request(now: datetime, issuer: IssuerKey | bytes, request: SigningReque
     return _on_token(key_issuer.token, run)
 
 
-def check_issuer(now: datetime, issuer: IssuerKey | bytes) -> None:
+def check_issuer(now: datetime, issuer: IssuerKey | bytes) -> datetime:
     """Is the key in the token, is it the recorded key, and does the CA certificate belong to it and
-    stand valid now? ``issuer`` as for :func:`sign_request`."""
+    stand valid now? Returns the issuing CA certificate's not-after, so the caller need not parse it.
+    ``issuer`` as for :func:`sign_request`."""
     key_issuer = _issuer(issuer)
     ca = _ca_chain(key_issuer.ca_pem)
 
@@ -231,6 +232,7 @@ def check_issuer(now: datetime, issuer: IssuerKey | bytes) -> None:
         check_ca_usable(ca, key_issuer.key.public_key_sha256, now)
 
     _on_token(key_issuer.token, run)
+    return ca.issuer.not_valid_after_utc
 
 
 def generate_key(config: TokenConfig, algorithm: Algorithm, key_label: str) -> KeyHandle:
