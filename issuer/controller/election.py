@@ -368,12 +368,12 @@ class FencedSigner(Signer):
         self.inner = inner
         self.fence = fence
 
-    def _run(
+    def dispatch(
         self, operation: Operation[Any, R], args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> concurrent.futures.Future[R]:
         if operation is Signer.sign and self.fence is not None:
             self.fence.check("signing")
-        return self.inner._run(operation, args, kwargs)
+        return self.inner.dispatch(operation, args, kwargs)
 
     def close(self) -> None:
         self.inner.close()

@@ -7,8 +7,9 @@ from the same table:
 - ``await signer.sign(issuer, request)``: the operator's form; the event loop only awaits.
 - ``signer.sign.blocking(issuer, request)``: for the CLI, benchmarks and tests.
 
-A concrete signer decides only how a task runs (:meth:`Signer._run`): :class:`~issuer.signer.pool.SignerPool`
-sends it to a worker process, a wrapper (the controller's fence) checks something and delegates.
+A concrete signer decides only how a task runs (:meth:`Signer.dispatch`): the pool
+(``issuer.signer.pool.SignerPool``) sends it to a worker process; a wrapper (the controller's fence)
+checks something and delegates.
 Every operation may raise ``RetryableError`` with reason ``WorkerDied``; retrying is then safe.
 """
 
@@ -66,11 +67,11 @@ class BoundOperation(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         """Start the operation now; the result is awaited on the running event loop."""
-        return asyncio.wrap_future(self.signer._run(self.operation, args, kwargs))
+        return asyncio.wrap_future(self.signer.dispatch(self.operation, args, kwargs))
 
     def blocking(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the operation and wait for it, blocking this thread (never the event loop's)."""
-        return self.signer._run(self.operation, args, kwargs).result()
+        return self.signer.dispatch(self.operation, args, kwargs).result()
 
 
 def operation(task: Callable[P, R]) -> Operation[P, R]:
@@ -122,7 +123,7 @@ class Signer:
     destroy_wrapping_key = operation(worker.destroy_wrapping_key)
     destroy_wrapping_key_if_present = operation(worker.destroy_wrapping_key_if_present)
 
-    def _run(
+    def dispatch(
         self, operation: Operation[Any, R], args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> concurrent.futures.Future[R]:
         """Start ``operation`` with the caller's arguments; how is the concrete signer's business."""

@@ -421,7 +421,7 @@ class SignerPool(Signer):
 
     # -- the signer's operations (the table is issuer.signer.operations.Signer) ------------------------
 
-    def _run(
+    def dispatch(
         self, operation: Operation[Any, R], args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> concurrent.futures.Future[R]:
         # Issuers go pickled once (pickled_once); keyword arguments ride on a partial, so the wire
