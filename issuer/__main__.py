@@ -207,8 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()  # fail fast, with one line, before anything starts
 
-    import issuer.controller  # noqa: F401 - registers the handlers (of TRUSTED_ISSUER_ISSUER_KINDS)
-    from issuer.controller.lifecycle import run_replica
+    # Registers kopf's start-up handler, which registers the issuer handlers of the served kinds.
+    from issuer.controller.replica.lifecycle import run_replica
 
     if args.no_leader_election:
         settings = dataclasses.replace(settings, leader_election=False)

@@ -184,8 +184,8 @@ class Settings:
 
 def issuer_kinds_from_env(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """``TRUSTED_ISSUER_ISSUER_KINDS``: a comma-separated subset of TrustedIssuer,TrustedClusterIssuer
-    (default both). Read on its own too, because kopf handlers are registered when the controller
-    package is imported, before the rest of the settings exist."""
+    (default both), as ``Settings.from_env`` reads it; the issuer handlers of these kinds are registered at
+    start-up (``issuers.reconcile.register_handlers``)."""
     env = os.environ if env is None else env
     value = env.get(ENV_PREFIX + "ISSUER_KINDS", "").strip()
     if not value:

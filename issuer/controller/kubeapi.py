@@ -1,7 +1,7 @@
 """A small asynchronous Kubernetes API client for what kopf does not do for us.
 
 kopf watches and patches our own issuers; requests are guests: they are listed and watched here
-(``watch.py``), and their status is written here with a resourceVersion precondition, so a
+(``requests/reflector.py``), and their status is written here with a resourceVersion precondition, so a
 certificate is published at most once. It is aiohttp (kopf's own HTTP stack) on kopf's event loop:
 no thread per call, no client-side throttle.
 Credentials come from the kubernetes client's loaders (in-cluster service account or kubeconfig).
@@ -15,6 +15,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlencode
 
@@ -23,6 +24,20 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from issuer.errors import RetryableError
+
+#: Where Kubernetes mounts the pod's namespace, beside its service account token.
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace() -> str | None:
+    """The operator pod's namespace: ``POD_NAMESPACE`` (the downward API), else its service account's;
+    None outside a pod."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 class NotFound(Exception):

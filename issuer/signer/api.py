@@ -28,7 +28,7 @@ from issuer.signer.operations import BoundOperation, Operation, Signer
 from issuer.signer.policy import Policy, tightening_message
 from issuer.signer.pool import SignerPool
 from issuer.signer.provision import WrappedKey, check_wrapped_for, parse_wrapped_key
-from issuer.signer.x509 import CAChain, PEMBundle, SigningRequest, utcnow
+from issuer.signer.x509 import CAChain, PEMBundle, SigningRequest
 from issuer.tokens import PinSource, TokenConfig
 
 __all__ = [
@@ -55,5 +55,4 @@ __all__ = [
     "parse_wrapped_key",
     "public_key_fingerprint",
     "tightening_message",
-    "utcnow",
 ]

@@ -25,8 +25,14 @@ import requests
 import yaml
 from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
 
-from issuer.controller.election import Attempt, FencedKubeClient, Leadership, LeaseElector, LeaseTiming
 from issuer.controller.kubeapi import Credentials, KubeClient
+from issuer.controller.replica.election import (
+    Attempt,
+    FencedKubeClient,
+    Leadership,
+    LeaseElector,
+    LeaseTiming,
+)
 from issuer.errors import ConfigurationError, RetryableError
 from issuer.settings import Settings
 from issuer.tokens import TokenConfig

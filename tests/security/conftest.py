@@ -31,6 +31,25 @@ from tests.operator.conftest import OUR_CRDS, Cluster, Operator, operator_env
 from tests.operator.kube import Kube
 from tests.security.secret_forms import SecretScanner, pin_secret
 
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``scans_the_whole_suite`` run after every other test of this package (and still
+    within it, so the package's cluster is not set up twice): their scans see everything the others
+    produced, an order stated here rather than left to the sorting of file names."""
+
+    def ours(item: pytest.Item) -> bool:
+        return HERE in Path(str(item.path)).resolve().parents
+
+    last = [i for i in items if ours(i) and i.get_closest_marker("scans_the_whole_suite")]
+    if not last:
+        return
+    chosen = {id(i) for i in last}
+    rest = [i for i in items if id(i) not in chosen]
+    end = max((n for n, i in enumerate(rest) if ours(i)), default=len(rest) - 1)
+    items[:] = [*rest[: end + 1], *last, *rest[end + 1 :]]
+
 
 @dataclass
 class SecureCluster:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from trusted_issuer_sandbox.schema import ObjectSchema
 
-from issuer.controller.issuer_spec import IssuerSpec
+from issuer.controller.issuers.spec import IssuerSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from issuer.controller.kinds import CERTIFICATE_REQUESTS
+from issuer.controller.requests.request_kinds import CERTIFICATE_REQUESTS
 from issuer.errors import PermanentError
 from issuer.signer.policy import Policy
 from issuer.signer.x509 import check_csr, issue_checked_certificate

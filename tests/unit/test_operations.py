@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from issuer.controller.election import FencedSigner, Leadership
+from issuer.controller.replica.election import FencedSigner, Leadership
 from issuer.errors import RetryableError
 from issuer.signer.api import Operation, Signer
 from issuer.tokens import TokenConfig

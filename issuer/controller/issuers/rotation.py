@@ -21,7 +21,7 @@ Everything but :func:`self_signed` is pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -29,9 +29,11 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from issuer import api
-from issuer.controller import status as st
-from issuer.controller.issuer_spec import IssuerSpec
-from issuer.controller.key_scope import KeyScope, rotation_key_label
+from issuer.clock import parse_rfc3339, rfc3339
+from issuer.controller import conditions as st
+from issuer.controller.issuers.key_scope import KeyScope, rotation_key_label
+from issuer.controller.issuers.spec import IssuerSpec
+from issuer.controller.issuers.status import IssuerStatus, StatusPatch, next_key_record, retired_record
 from issuer.controller.runtime import Runtime
 from issuer.errors import PermanentError
 from issuer.signer.api import KeyHandle, public_key_fingerprint
@@ -42,8 +44,7 @@ USE_NEXT = "Next"
 USE_PREVIOUS = "Previous"
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+parse_time = parse_rfc3339
 
 
 def _cert(entry: Mapping[str, Any]) -> x509.Certificate:
@@ -119,10 +120,6 @@ def plan_rotation(
     return RotationPlan(switch=due, prepare=None)
 
 
-def retired_record(handle: KeyHandle, generation: int, now: datetime) -> dict[str, Any]:
-    return {"keyHandle": handle.to_status(), "generation": generation, "retiredAt": st.timestamp(now)}
-
-
 class Log(Protocol):
     """What reconciliation logs through: kopf's per-object logger, or any ``logging.Logger``."""
 
@@ -166,18 +163,18 @@ async def self_signed(
     scope: KeyScope,
     handle: KeyHandle,
     generation: int,
-    status: Mapping[str, Any],
-    patch_status: MutableMapping[str, Any],
+    status: IssuerStatus,
+    patch: StatusPatch,
     log: Log,
 ) -> Outcome:
     """Renew the CA of the signing key when due, and take one step of a key rotation; write the outcome
     (``keyHandle``, ``keyGeneration``, ``nextKey``, ``retiredKeys``, ``caCertificates``, ``ca``) into
-    ``patch_status``. Every key handle taken from ``status`` is checked against ``scope`` again here: this
+    ``patch``. Every key handle taken from ``status`` is checked against ``scope`` again here: this
     function never signs with, switches to or destroys a key that is not the issuer's own."""
     now = runtime.clock()
-    entries: list[Mapping[str, Any]] = list(status.get("caCertificates") or [])
-    published_next = status.get("nextKey") or None
-    retired: list[dict[str, Any]] = [dict(r) for r in status.get("retiredKeys") or []]
+    entries = status.ca_certificates
+    published_next = status.next_key
+    retired: list[dict[str, Any]] = [dict(r) for r in status.retired_keys]
     plan = plan_rotation(spec.rotation.generation, generation, published_next, now)
 
     next_record: dict[str, Any] | None = dict(published_next) if published_next else None
@@ -199,12 +196,9 @@ async def self_signed(
             retired.append(retired_record(abandoned, int(next_record["generation"]), now))
         label = rotation_key_label(scope.base_label, plan.prepare)
         fresh = await find_or_generate(runtime, token, spec, label)
-        next_record = {
-            "keyHandle": fresh.to_status(),
-            "generation": plan.prepare,
-            "publishedAt": st.timestamp(now),
-            "signFrom": st.timestamp(now + max(spec.rotation.overlap, timedelta(0))),
-        }
+        next_record = next_key_record(
+            fresh, plan.prepare, now, now + max(spec.rotation.overlap, timedelta(0))
+        )
         log.info(
             f"rotation: published generation {plan.prepare} key {fresh.key_label!r}; "
             f"it signs from {next_record['signFrom']}"
@@ -214,9 +208,7 @@ async def self_signed(
         await runtime.pool.verify_key(token, upcoming)
 
     # Destroy retired keys only when asked, and only those whose retirement was already published.
-    published_retired = {
-        str((r.get("keyHandle") or {}).get("publicKeySHA256")) for r in status.get("retiredKeys") or []
-    }
+    published_retired = {str((r.get("keyHandle") or {}).get("publicKeySHA256")) for r in status.retired_keys}
     if spec.rotation.destroy_retired:
         for record in retired:
             fingerprint = str(record["keyHandle"].get("publicKeySHA256"))
@@ -226,7 +218,7 @@ async def self_signed(
             if old.key_label == handle.key_label:
                 continue  # never the key that signs (status.retiredKeys may have been rewritten)
             await runtime.pool.destroy_key_if_present(token, old)
-            record["destroyedAt"] = st.timestamp(now)
+            record["destroyedAt"] = rfc3339(now)
             log.warning(
                 f"rotation: destroyed retired key {old.key_label!r} id={old.key_id} "
                 "(spec.key.rotation.retiredKeyPolicy=Destroy)"
@@ -262,13 +254,10 @@ async def self_signed(
         if kept is not None:
             result.append(with_use(kept, USE_PREVIOUS))
 
-    patch_status["keyHandle"] = handle.to_status()
-    patch_status["keyGeneration"] = generation
-    patch_status["nextKey"] = next_record
-    patch_status["retiredKeys"] = retired
-    patch_status["caCertificates"] = result
     trust = "".join(str(e["pem"]) for e in result)
-    patch_status["ca"] = trust
+    patch.signing_key(handle, generation)
+    patch.rotation(next_record, retired)
+    patch.trust(result, trust)
     message = ""
     if next_record is not None:
         message = (

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from issuer.controller.issuer_spec import CASource, IssuerSpec, KeySource
+from issuer.controller.issuers.spec import CASource, IssuerSpec, KeySource
 from issuer.errors import PermanentError
 
 SELF_SIGNED = {"selfSigned": {"subject": "CN=root"}}

@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from issuer.controller import provisioning, rotation
-from issuer.controller.issuer_spec import IssuerSpec
-from issuer.controller.status import ca_entry
+from issuer.controller import kubeapi
+from issuer.controller.conditions import ca_entry
+from issuer.controller.issuers import provisioned_ca, rotation
+from issuer.controller.issuers.spec import IssuerSpec
 from issuer.errors import ConfigurationError, IssuerError
 from issuer.settings import Settings
 from issuer.signer.keys import Algorithm, KeyHandle, public_key_fingerprint
@@ -67,11 +68,11 @@ def handle(fingerprint: str, label: str = "ti:cluster/x/1") -> KeyHandle:
 
 
 def test_a_trusted_issuers_secrets_live_in_its_namespace() -> None:
-    assert provisioning.secret_namespace("TrustedIssuer", "team-a", "ops") == "team-a"
+    assert provisioned_ca.secret_namespace("TrustedIssuer", "team-a", "ops") == "team-a"
 
 
 def test_a_cluster_issuers_secrets_live_in_the_configured_namespace() -> None:
-    assert provisioning.secret_namespace("TrustedClusterIssuer", None, "ops") == "ops"
+    assert provisioned_ca.secret_namespace("TrustedClusterIssuer", None, "ops") == "ops"
 
 
 def test_a_cluster_issuer_falls_back_to_the_pods_namespace(
@@ -79,15 +80,15 @@ def test_a_cluster_issuer_falls_back_to_the_pods_namespace(
 ) -> None:
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
     account = tmp_path / "namespace"
-    monkeypatch.setattr(provisioning, "SERVICE_ACCOUNT_NAMESPACE", account)
+    monkeypatch.setattr(kubeapi, "SERVICE_ACCOUNT_NAMESPACE", account)
     with pytest.raises(IssuerError) as unknown:
-        provisioning.secret_namespace("TrustedClusterIssuer", None, None)
+        provisioned_ca.secret_namespace("TrustedClusterIssuer", None, None)
     assert unknown.value.reason == "ClusterResourceNamespaceUnknown"
     assert "TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE" in unknown.value.message
     account.write_text("trusted-issuer\n")
-    assert provisioning.secret_namespace("TrustedClusterIssuer", None, None) == "trusted-issuer"
+    assert provisioned_ca.secret_namespace("TrustedClusterIssuer", None, None) == "trusted-issuer"
     monkeypatch.setenv("POD_NAMESPACE", "from-downward-api")
-    assert provisioning.secret_namespace("TrustedClusterIssuer", None, None) == "from-downward-api"
+    assert provisioned_ca.secret_namespace("TrustedClusterIssuer", None, None) == "from-downward-api"
 
 
 # -- the administrator's Secret ----------------------------------------------------------------------------
@@ -95,15 +96,15 @@ def test_a_cluster_issuer_falls_back_to_the_pods_namespace(
 
 def test_chain_from_a_secret_is_issuing_then_root() -> None:
     data = {"tls.crt": SUB.public_bytes(PEM), "ca.crt": ROOT.public_bytes(PEM)}
-    chain = provisioning.check_secret_chain(data, _fp(SUB_KEY), NOW, path_length=0, where="ns/s")
-    assert provisioning.chain_pem(chain) == SUB.public_bytes(PEM) + ROOT.public_bytes(PEM)
+    chain = provisioned_ca.check_secret_chain(data, _fp(SUB_KEY), NOW, path_length=0, where="ns/s")
+    assert provisioned_ca.chain_pem(chain) == SUB.public_bytes(PEM) + ROOT.public_bytes(PEM)
     assert chain.root_pem == ROOT.public_bytes(PEM)
 
 
 def test_a_self_signed_root_with_ca_crt_repeating_it_is_one_certificate() -> None:
     data = {"tls.crt": ROOT.public_bytes(PEM), "ca.crt": ROOT.public_bytes(PEM)}
-    chain = provisioning.check_secret_chain(data, _fp(ROOT_KEY), NOW, path_length=None, where="ns/s")
-    assert provisioning.chain_pem(chain) == ROOT.public_bytes(PEM)
+    chain = provisioned_ca.check_secret_chain(data, _fp(ROOT_KEY), NOW, path_length=None, where="ns/s")
+    assert provisioned_ca.chain_pem(chain) == ROOT.public_bytes(PEM)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,7 @@ def test_secret_defects_keep_their_reason_and_name_the_secret(
     data: dict[str, bytes], fingerprint: str, reason: str
 ) -> None:
     with pytest.raises(IssuerError) as refused:
-        provisioning.check_secret_chain(data, fingerprint, NOW, path_length=None, where="team/ca-import")
+        provisioned_ca.check_secret_chain(data, fingerprint, NOW, path_length=None, where="team/ca-import")
     assert refused.value.reason == reason
     assert "team/ca-import" in refused.value.message
 

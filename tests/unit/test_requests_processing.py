@@ -13,10 +13,11 @@ from typing import Any, cast
 
 import pytest
 
-from issuer.controller import audit, requests
-from issuer.controller.issuers import IssuerRegistry
-from issuer.controller.kinds import CERTIFICATE_REQUESTS
 from issuer.controller.kubeapi import Conflict
+from issuer.controller.registry import IssuerRegistry
+from issuer.controller.requests import audit
+from issuer.controller.requests import processing as requests
+from issuer.controller.requests.request_kinds import CERTIFICATE_REQUESTS
 from issuer.controller.runtime import Runtime
 from issuer.settings import Settings
 from issuer.signer.x509 import PEMBundle, utcnow

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from issuer.backoff import backoff
 from issuer.controller.kubeapi import Gone, KubeClient, Listing, NotFound
 
 log = logging.getLogger("trusted-issuer.watch")
@@ -69,26 +70,27 @@ class Reflector:
         self.version = ""
 
     async def run(self) -> None:
-        backoff = MIN_BACKOFF
+        failures = 0
         while True:
+            pause = backoff(failures, first=MIN_BACKOFF, cap=MAX_BACKOFF)
             before = self.events
             try:
                 if not self.version:
                     self.version = await self._list()
                 await self._watch()
                 if self.events == before:
-                    await asyncio.sleep(backoff)  # a stream cut before it said anything
+                    await asyncio.sleep(pause)  # a stream cut before it said anything
             except Gone:
                 log.info(f"watch path={self.path} version={self.version} is gone (410): listing again")
                 self.version = ""
                 if self.events == before:
-                    await asyncio.sleep(backoff)  # gone right after a listing: relist at a pace
+                    await asyncio.sleep(pause)  # gone right after a listing: relist at a pace
             except Exception as err:  # API trouble, or a kind not served (yet): never stop watching
                 why = "not served (404)" if isinstance(err, NotFound) else str(err) or type(err).__name__
-                log.warning(f"watch path={self.path} failed: {why}; again in {backoff:g}s")
-                await asyncio.sleep(backoff)
+                log.warning(f"watch path={self.path} failed: {why}; again in {pause:g}s")
+                await asyncio.sleep(pause)
             # Progress (any event, bookmarks included) resets the backoff; failing in a row grows it.
-            backoff = MIN_BACKOFF if self.events > before else min(MAX_BACKOFF, backoff * 2)
+            failures = 0 if self.events > before else failures + 1
 
     async def _list(self) -> str:
         """Observe every object as ADDED; the listing's resourceVersion."""

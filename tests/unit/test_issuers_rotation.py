@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from issuer.controller import rotation
-from issuer.controller.status import timestamp
+from issuer.clock import rfc3339 as timestamp
+from issuer.controller.issuers import rotation
 from issuer.errors import PermanentError
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

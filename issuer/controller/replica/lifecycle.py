@@ -5,8 +5,8 @@ probes, metrics and the Lease election.
 
 A replica starts its signing workers, its probe and metrics servers and its token readiness checks
 first, in every role; then, with leader election on, it waits as a standby until it holds the Lease
-(``election.py``), and only then runs kopf, which handles issuers and, from its start-up handler,
-starts the request path (``requests.start``: our own watches, not kopf's). It runs kopf until
+(``replica/election.py``), and only then runs kopf, which handles issuers and, from its start-up handler,
+starts the request path (``requests/processing.start``: our own watches, not kopf's). It runs kopf until
 SIGTERM (then it stops kopf, releases the Lease and exits 0) or until it loses the Lease (the fence
 has already stopped its signing and publishing; it stops kopf and exits 1, so Kubernetes restarts it
 as a standby). A request that was in flight in a dead leader is unfinished in the API server, so the
@@ -26,9 +26,12 @@ from typing import Any
 import kopf
 
 from issuer import api, metrics
-from issuer.controller import health as probes
-from issuer.controller import requests
-from issuer.controller.election import (
+from issuer.clock import utcnow
+from issuer.controller.issuers import reconcile
+from issuer.controller.kubeapi import Credentials, KubeClient
+from issuer.controller.registry import IssuerRegistry
+from issuer.controller.replica import health as probes
+from issuer.controller.replica.election import (
     FencedKubeClient,
     FencedSigner,
     Leadership,
@@ -37,12 +40,11 @@ from issuer.controller.election import (
     default_identity,
     lease_namespace,
 )
-from issuer.controller.issuers import IssuerRegistry
-from issuer.controller.kubeapi import Credentials, KubeClient
+from issuer.controller.requests import processing as requests
 from issuer.controller.runtime import Runtime
 from issuer.profiles import Profiles, load_profiles
 from issuer.settings import Settings
-from issuer.signer.api import Signer, SignerPool, utcnow
+from issuer.signer.api import Signer, SignerPool
 
 log = logging.getLogger("trusted-issuer.replica")
 
@@ -99,6 +101,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         client = KubeClient(credentials, concurrency=config.concurrency)
         metrics.watch_pool(lambda: pool.workers, lambda: pool.restarts)
         metrics.serve(config.metrics_port, address=config.metrics_bind_address)
+    # kopf watches resources only once start-up handlers are done, so the issuer handlers registered
+    # here are in place before the first event of either path (``trusted-issuer run``, ``kopf run``).
+    reconcile.register_handlers(config)
     if not profiles.by_name:
         logger.warning(
             "no token profiles configured: every issuer will wait (set TRUSTED_ISSUER_PROFILES_FILE)"
@@ -112,7 +117,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         issuers=IssuerRegistry(),
         namespaces=frozenset(namespaces),
     )
-    metrics.watch_queue(lambda: len(runtime.queue), lambda: runtime.queue.in_flight)
+    metrics.watch_queue(lambda: len(runtime.requests.queue), lambda: runtime.requests.queue.in_flight)
     memo["runtime"] = runtime
     requests.start(runtime, namespaces)
     names = sorted(profiles.by_name)
@@ -127,7 +132,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
-    runtime.queue.close()
+    runtime.requests.queue.close()
     for task in runtime.tasks:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from issuer import metrics
+from issuer.clock import rfc3339_micro
 from issuer.controller.kubeapi import KubeClient
 
 log = logging.getLogger("trusted-issuer.events")
@@ -59,7 +60,7 @@ def event_body(
         },
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
-        "eventTime": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "eventTime": rfc3339_micro(now),
     }
 
 

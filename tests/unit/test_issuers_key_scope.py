@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from issuer.controller.issuer_spec import IssuerSpec
-from issuer.controller.key_scope import (
+from issuer.controller.issuers.key_scope import (
     KeyScope,
     owned_key_label,
     rotation_key_label,
     wrapping_key_label,
 )
+from issuer.controller.issuers.spec import IssuerSpec
 from issuer.errors import IssuerError, TrustedIssuerError
 from issuer.signer.keys import Algorithm, KeyHandle
 

@@ -13,21 +13,21 @@ then its intermediates) and ``ca.crt`` (the root; may be omitted for a self-sign
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from issuer import api
-from issuer.controller import status as st
-from issuer.controller.issuer_spec import IssuerSpec
-from issuer.controller.key_scope import KeyScope, wrapping_key_label
-from issuer.controller.kubeapi import NotFound
-from issuer.controller.rotation import USE_SIGNING, Log, Outcome
+from issuer.clock import rfc3339
+from issuer.controller import conditions as st
+from issuer.controller.issuers.key_scope import KeyScope, wrapping_key_label
+from issuer.controller.issuers.rotation import USE_SIGNING, Log, Outcome
+from issuer.controller.issuers.spec import IssuerSpec
+from issuer.controller.issuers.status import IssuerStatus, StatusPatch
+from issuer.controller.kubeapi import NotFound, own_namespace
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError
 from issuer.signer.api import (
@@ -45,7 +45,6 @@ from issuer.tokens import TokenConfig
 WRAPPED_KEY = "wrapped-key.bin"
 CERTIFICATE = "tls.crt"
 ROOT = "ca.crt"
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True)
@@ -74,16 +73,14 @@ def secret_namespace(kind: str, namespace: str | None, configured: str | None) -
         return namespace
     if configured:
         return configured
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-    except OSError:
-        raise IssuerError(
-            f"a {kind} reads its Secrets from the operator's cluster resource namespace, which is unknown "
-            f"here: set {api.ENV_PREFIX}CLUSTER_RESOURCE_NAMESPACE",
-            api.REASON_CLUSTER_RESOURCE_NAMESPACE_UNKNOWN,
-        ) from None
+    own = own_namespace()
+    if own:
+        return own
+    raise IssuerError(
+        f"a {kind} reads its Secrets from the operator's cluster resource namespace, which is unknown "
+        f"here: set {api.ENV_PREFIX}CLUSTER_RESOURCE_NAMESPACE",
+        api.REASON_CLUSTER_RESOURCE_NAMESPACE_UNKNOWN,
+    )
 
 
 def chain_pem(chain: CAChain) -> bytes:
@@ -123,9 +120,9 @@ def _is_root(certificate: bytes, root: bytes) -> bool:
         return False
 
 
-def _recorded_chain(status: Mapping[str, Any], key_fingerprint: str, now: Any) -> CAChain | None:
+def _recorded_chain(status: IssuerStatus, key_fingerprint: str, now: Any) -> CAChain | None:
     """The chain recorded in status, if it is still good for the key (the Secret may be gone)."""
-    pem = status.get("caChain")
+    pem = status.ca_chain
     if not pem:
         return None
     try:
@@ -141,15 +138,15 @@ async def _read_secret(runtime: Runtime, place: Place, name: str) -> dict[str, b
         return None
 
 
-def _publish_chain(chain: CAChain, handle: KeyHandle, patch_status: MutableMapping[str, Any]) -> Outcome:
+def _publish_chain(chain: CAChain, handle: KeyHandle, patch: StatusPatch) -> Outcome:
     pem = chain_pem(chain)
     issuing = chain.issuer.public_bytes(serialization.Encoding.PEM)
-    patch_status["keyHandle"] = handle.to_status()
-    patch_status["caChain"] = pem.decode("ascii")
-    patch_status["caCertificates"] = [
-        {**st.ca_entry(issuing), "publicKeySHA256": handle.public_key_sha256, "use": USE_SIGNING}
-    ]
-    patch_status["ca"] = chain.root_pem.decode("ascii")
+    patch.signing_key(handle)
+    patch.ca_chain(pem.decode("ascii"))
+    patch.trust(
+        [{**st.ca_entry(issuing), "publicKeySHA256": handle.public_key_sha256, "use": USE_SIGNING}],
+        chain.root_pem.decode("ascii"),
+    )
     return Outcome(handle, pem, chain.root_pem)
 
 
@@ -168,8 +165,8 @@ async def imported(
     spec: IssuerSpec,
     place: Place,
     scope: KeyScope,
-    status: Mapping[str, Any],
-    patch_status: MutableMapping[str, Any],
+    status: IssuerStatus,
+    patch: StatusPatch,
     log: Log,
 ) -> Outcome:
     """Import the issuer's CA key from its wrapped form, or say what the administrator must do next.
@@ -179,13 +176,13 @@ async def imported(
     now = runtime.clock()
     handle = await _imported_key(runtime, token, place, scope, status)
     if handle is None:
-        return await _import(runtime, token, spec, place, status, patch_status, log)
+        return await _import(runtime, token, spec, place, status, patch, log)
 
     # Imported already (perhaps by a run that died before recording it): tidy up, then use the chain.
-    if status.get("wrappingKey"):
-        wrapping = scope.wrapping_key(status["wrappingKey"], "wrappingKey")
+    if status.wrapping_key:
+        wrapping = scope.wrapping_key(status.wrapping_key, "wrappingKey")
         await runtime.pool.destroy_wrapping_key_if_present(token, wrapping.handle)
-        patch_status["wrappingKey"] = None
+        patch.wrapping_key(None)
     data = await _read_secret(runtime, place, spec.import_secret)
     from_secret: CAChain | None = None
     refused = ""
@@ -204,7 +201,7 @@ async def imported(
             f"({CERTIFICATE}, and {ROOT} for a chain)",
             api.REASON_CA_CERTIFICATE_MISSING,
         )
-    outcome = _publish_chain(chain, handle, patch_status)
+    outcome = _publish_chain(chain, handle, patch)
     note = f"; key imported: Secret {where} can now be deleted"
     if refused:
         note += f"; the certificate in it was refused: {refused}"
@@ -212,16 +209,16 @@ async def imported(
 
 
 async def _imported_key(
-    runtime: Runtime, token: TokenConfig, place: Place, scope: KeyScope, status: Mapping[str, Any]
+    runtime: Runtime, token: TokenConfig, place: Place, scope: KeyScope, status: IssuerStatus
 ) -> KeyHandle | None:
-    recorded = status.get("keyHandle")
+    recorded = status.key_handle
     if recorded:
         return await runtime.pool.verify_key(token, scope.signing_key(recorded, "keyHandle")[0])
     return await runtime.pool.find_key_or_none(token, place.key_label)
 
 
 async def _wrapping_key(
-    runtime: Runtime, token: TokenConfig, place: Place, status: Mapping[str, Any], log: Log
+    runtime: Runtime, token: TokenConfig, place: Place, status: IssuerStatus, log: Log
 ) -> WrappingKey:
     """The wrapping key to advertise: looked up afresh in the token every time (one that vanished must
     not stay advertised), found by label after a crash, or made."""
@@ -229,7 +226,7 @@ async def _wrapping_key(
     found = await runtime.pool.find_wrapping_key_or_none(token, label)
     if found is not None:
         return found
-    if status.get("wrappingKey"):
+    if status.wrapping_key:
         # Nothing was imported with it yet, so a new one costs only a new wrap; a blob made for the old
         # one is refused by name (WrappedForAnotherKey).
         log.warning(f"the advertised wrapping key {label!r} is gone from the token: publishing a new one")
@@ -241,14 +238,14 @@ async def _import(
     token: TokenConfig,
     spec: IssuerSpec,
     place: Place,
-    status: Mapping[str, Any],
-    patch_status: MutableMapping[str, Any],
+    status: IssuerStatus,
+    patch: StatusPatch,
     log: Log,
 ) -> Outcome:
     assert spec.import_secret is not None
     where = place.secret(spec.import_secret)
     wrapping = await _wrapping_key(runtime, token, place, status, log)
-    patch_status["wrappingKey"] = wrapping.to_status()
+    patch.wrapping_key(wrapping)
     data = await _read_secret(runtime, place, spec.import_secret)
     if data is None:
         raise PendingError(
@@ -284,19 +281,17 @@ async def _import(
         await runtime.pool.destroy_key(token, handle)
         raise
     await runtime.pool.destroy_wrapping_key_if_present(token, wrapping.handle)
-    patch_status["wrappingKey"] = None
-    patch_status["keyImport"] = {
-        "secretName": spec.import_secret,
-        "importedAt": st.timestamp(now),
-        "message": (
-            f"the key is in the token and the wrapping key is destroyed: Secret {where} can now be deleted"
-        ),
-    }
+    patch.wrapping_key(None)
+    patch.key_import(
+        spec.import_secret,
+        now,
+        f"the key is in the token and the wrapping key is destroyed: Secret {where} can now be deleted",
+    )
     log.info(
         f"imported {handle.algorithm.value} CA key label={handle.key_label!r} id={handle.key_id} "
         f"from Secret {where}; wrapping key destroyed"
     )
-    outcome = _publish_chain(chain, handle, patch_status)
+    outcome = _publish_chain(chain, handle, patch)
     return Outcome(
         handle, outcome.ca_pem, outcome.trust_pem, f"; key imported: Secret {where} can now be deleted"
     )
@@ -325,15 +320,15 @@ async def intermediate(
     spec: IssuerSpec,
     place: Place,
     handle: KeyHandle,
-    status: Mapping[str, Any],
-    patch_status: MutableMapping[str, Any],
+    status: IssuerStatus,
+    patch: StatusPatch,
 ) -> Outcome:
     """Use the certificate an external CA gave the token key, or publish a CSR and wait for one; publish
     a renewal CSR (same key) when the certificate is within renewBefore of expiry."""
     assert spec.ca_secret is not None
     where = place.secret(spec.ca_secret)
     now = runtime.clock()
-    patch_status["keyHandle"] = handle.to_status()
+    patch.signing_key(handle)
     data = await _read_secret(runtime, place, spec.ca_secret)
     from_secret: CAChain | None = None
     refused: IssuerError | None = None
@@ -347,14 +342,14 @@ async def intermediate(
     chain = _newer(from_secret, _recorded_chain(status, handle.public_key_sha256, now))
     renewal_due = chain is not None and now >= chain.issuer.not_valid_after_utc - spec.renew_before
     if chain is None or renewal_due:
-        csr = str(status.get("caCSR") or "")
+        csr = status.ca_csr
         if not _csr_fits(csr, handle, spec):
             csr = await runtime.pool.create_ca_csr(
                 token, handle, spec.subject, path_length=spec.path_length, rsa_pss=spec.rsa_pss
             )
-        patch_status["caCSR"] = csr
+        patch.ca_csr(csr)
     else:
-        patch_status["caCSR"] = None
+        patch.ca_csr(None)
     if chain is None:
         if refused is not None:
             raise refused
@@ -365,11 +360,11 @@ async def intermediate(
             f"({CERTIFICATE}: the signed certificate then any intermediates; {ROOT}: the root)",
             api.REASON_AWAITING_CA_CERTIFICATE,
         )
-    outcome = _publish_chain(chain, handle, patch_status)
+    outcome = _publish_chain(chain, handle, patch)
     note = ""
     if renewal_due:
         note = (
-            f"; the CA certificate expires at {st.timestamp(chain.issuer.not_valid_after_utc)}: a renewal "
+            f"; the CA certificate expires at {rfc3339(chain.issuer.not_valid_after_utc)}: a renewal "
             f"CSR (same key) is in status.caCSR; put the new certificate into Secret {where}"
         )
     if refused is not None:

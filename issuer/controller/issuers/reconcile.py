@@ -3,7 +3,7 @@
 Ordinary kopf handlers (these objects are ours): on create, resume and spec change the issuer is
 reconciled; a timer re-checks it every ``TRUSTED_ISSUER_ISSUER_RECHECK_INTERVAL``, so a token that
 went away or a CA nearing expiry is noticed; a broken issuer is retried with backoff until it
-recovers, and one waiting for an administrator (a wrapped key, a CA certificate: ``provisioning``)
+recovers, and one waiting for an administrator (a wrapped key, a CA certificate: ``provisioned_ca``)
 is looked at again every ``TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL`` by a quiet timer. During a
 key rotation (``rotation``) a short timer switches to the new key as soon as its overlap has passed.
 Ready issuers are published to the ``IssuerRegistry``, from which the request handlers read them.
@@ -11,31 +11,31 @@ Ready issuers are published to the ``IssuerRegistry``, from which the request ha
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import kopf
 
 from issuer import api, metrics
-from issuer.controller import provisioning, rotation
-from issuer.controller import status as st
-from issuer.controller.issuer_spec import CASource, IssuerSpec, KeySource
-from issuer.controller.key_scope import KeyScope
-from issuer.controller.rotation import Log as Logger
-from issuer.controller.rotation import Outcome
+from issuer.backoff import backoff
+from issuer.controller import conditions as st
+from issuer.controller.issuers import provisioned_ca, rotation
+from issuer.controller.issuers.key_scope import KeyScope
+from issuer.controller.issuers.rotation import Log as Logger
+from issuer.controller.issuers.rotation import Outcome
+from issuer.controller.issuers.spec import CASource, IssuerSpec, KeySource
+from issuer.controller.issuers.status import IssuerStatus, StatusPatch
+from issuer.controller.registry import IssuerRef, IssuerState, issuer_ref, metric_label
 from issuer.controller.runtime import Runtime
 from issuer.errors import PIN_REJECTED, IssuerError, PendingError, PermanentError, Reason, TrustedIssuerError
-from issuer.settings import issuer_kinds_from_env
-from issuer.signer.api import IssuerKey, KeyHandle, PEMBundle, tightening_message
+from issuer.settings import Settings
+from issuer.signer.api import IssuerKey, KeyHandle, tightening_message
 from issuer.tokens import TokenConfig
 
-IssuerRef = tuple[str, str | None, str]  # (kind, namespace or None, name)
 #: The recheck timer's tick; an issuer is reconciled again once ``issuer_recheck_interval`` has passed
 #: since it was last looked at (by any handler), so the interval is a setting, not a decoration.
 RECHECK_TICK = 5.0
@@ -44,64 +44,8 @@ RECHECK_TICK = 5.0
 ROTATION_TICK = 2.0
 #: The provisioning timer's tick; it looks at the Secret every ``provisioning_recheck_interval``.
 PROVISIONING_TICK = 1.0
-MAX_BACKOFF = 300.0
-
-
-def issuer_ref(kind: str, namespace: str | None, name: str) -> IssuerRef:
-    return (kind, namespace if kind == api.ISSUER_KIND else None, name)
-
-
-def metric_label(ref: IssuerRef) -> str:
-    kind, namespace, name = ref
-    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
-
-
-def describe(ref: IssuerRef) -> str:
-    kind, namespace, name = ref
-    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-
-
-@dataclass
-class IssuerState:
-    """What the request handlers need of an issuer: whether it is Ready at its current generation."""
-
-    generation: int
-    ready: bool = False
-    message: str = "not reconciled yet"
-    signing: IssuerKey | None = None
-    #: The issuer's status.ca: every CA certificate requesters must trust (both during a rotation).
-    trust_pem: bytes | None = None
-
-    def trusted(self, bundle: PEMBundle) -> PEMBundle:
-        """``bundle`` whose ``ca`` is everything the issuer asks requesters to trust, so a request issued
-        during a rotation overlap carries the old and the new CA."""
-        return dataclasses.replace(bundle, ca_pem=self.trust_pem) if self.trust_pem else bundle
-
-
-@dataclass
-class IssuerRegistry:
-    """The issuers this replica knows, and the requests waiting for each to become Ready."""
-
-    states: dict[IssuerRef, IssuerState] = field(default_factory=dict)
-    waiting: dict[IssuerRef, set[Any]] = field(default_factory=dict)
-    #: One reconciliation of an issuer at a time (handler, periodic check and rotation tick may overlap).
-    locks: dict[IssuerRef, asyncio.Lock] = field(default_factory=dict)
-    #: When the provisioning timer last looked at each waiting issuer (monotonic seconds).
-    looked: dict[IssuerRef, float] = field(default_factory=dict)
-    #: The generation whose policy this replica last announced (``announce_policy``), per issuer.
-    announced: dict[IssuerRef, int] = field(default_factory=dict)
-
-    def lock(self, ref: IssuerRef) -> asyncio.Lock:
-        return self.locks.setdefault(ref, asyncio.Lock())
-
-    def get(self, ref: IssuerRef) -> IssuerState | None:
-        return self.states.get(ref)
-
-    def wait_for(self, ref: IssuerRef, request_key: Any) -> None:
-        self.waiting.setdefault(ref, set()).add(request_key)
-
-    def woken(self, ref: IssuerRef) -> set[Any]:
-        return self.waiting.pop(ref, set())
+#: Backoff of a broken issuer: quick at first (a token hiccup heals in seconds), then up to five minutes.
+FIRST_BACKOFF, MAX_BACKOFF = 1.0, 300.0
 
 
 # -- pure pieces -------------------------------------------------------------------------------------------
@@ -112,11 +56,11 @@ async def _signing_key(
     token: TokenConfig,
     spec: IssuerSpec,
     scope: KeyScope,
-    status: Mapping[str, Any],
+    status: IssuerStatus,
 ) -> tuple[KeyHandle, int]:
     """The key that signs now and its rotation generation: recorded in status (if the record names a key
     of this issuer's scope: ``KeyScope``), adopted, or generated."""
-    recorded = status.get("keyHandle")
+    recorded = status.key_handle
     if recorded:
         handle, generation = scope.signing_key(recorded, "keyHandle")
         if handle.algorithm is not spec.algorithm:
@@ -154,42 +98,37 @@ class Ready:
 async def reconcile(
     runtime: Runtime, kind: str, body: Mapping[str, Any], patch: kopf.Patch, log: Logger
 ) -> Ready:
-    """Find or make the key and CA of one issuer; writes status into ``patch``; raises on failure
-    (``PendingError`` while it waits for an administrator)."""
+    """Find or make the key and CA of one issuer; writes status into ``patch`` (through ``StatusPatch``);
+    raises on failure (``PendingError`` while it waits for an administrator)."""
     meta = body["metadata"]
     namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
     spec = IssuerSpec.parse(body.get("spec") or {})
-    status = body.get("status") or {}
+    status = IssuerStatus.of(body)
+    writer = StatusPatch(patch.status)
     profile = runtime.profiles.get(spec.profile)
     profile.check_allowed(namespace)
     token = profile.token
     # Before any key is looked at: every handle status records must be one of this issuer's own.
     scope = KeyScope.of(kind, meta, spec)
-    scope.check_status(status)
+    scope.check_status(status.raw)
 
     if spec.key_source is KeySource.IMPORT or spec.ca_source is CASource.INTERMEDIATE:
-        place = provisioning.Place(
+        place = provisioned_ca.Place(
             kind,
             meta["name"],
             namespace,
             scope.base_label,
-            provisioning.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
+            provisioned_ca.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
         )
         if spec.key_source is KeySource.IMPORT:
-            outcome = await provisioning.imported(
-                runtime, token, spec, place, scope, status, patch.status, log
-            )
+            outcome = await provisioned_ca.imported(runtime, token, spec, place, scope, status, writer, log)
         else:
             handle, _ = await _signing_key(runtime, token, spec, scope, status)
-            outcome = await provisioning.intermediate(
-                runtime, token, spec, place, handle, status, patch.status
-            )
+            outcome = await provisioned_ca.intermediate(runtime, token, spec, place, handle, status, writer)
         return await _checked(runtime, token, spec, outcome)
 
     handle, generation = await _signing_key(runtime, token, spec, scope, status)
-    outcome = await rotation.self_signed(
-        runtime, token, spec, scope, handle, generation, status, patch.status, log
-    )
+    outcome = await rotation.self_signed(runtime, token, spec, scope, handle, generation, status, writer, log)
     return await _checked(runtime, token, spec, outcome)
 
 
@@ -197,11 +136,6 @@ async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outco
     signing = IssuerKey(token, outcome.handle, outcome.ca_pem, spec.policy, spec.rsa_pss)
     ca_not_after = await runtime.pool.check(signing)
     return Ready(signing, outcome.trust_pem, outcome.note, ca_not_after)
-
-
-def _backoff(retry: int) -> float:
-    # Quick at first (a token hiccup heals in seconds), then slower, up to five minutes.
-    return float(min(MAX_BACKOFF, 2.0 ** min(retry, 10)))
 
 
 async def _reconcile_and_report(
@@ -231,7 +165,8 @@ async def _report(
     if runtime.issuers.announced.get(ref) != generation:
         runtime.issuers.announced[ref] = generation
         announce_policy(body)
-    conditions = (body.get("status") or {}).get("conditions")
+    conditions = IssuerStatus.of(body).conditions
+    writer = StatusPatch(patch.status)
     now = runtime.clock()
     try:
         ready = await reconcile(runtime, kind, body, patch, logger)
@@ -241,10 +176,7 @@ async def _report(
         # A Warning (and so an Event) when the issuer's state changes, not at every periodic look.
         changed = (before.get("reason"), before.get("message")) != (err.reason, err.message)
         report = logger.warning if changed else logger.info
-        patch.status["conditions"] = st.set_condition(
-            conditions, api.CONDITION_READY, False, err.reason, err.message, now, generation
-        )
-        patch.status["observedGeneration"] = generation
+        writer.ready(conditions, False, err.reason, err.message, now, generation)
         metrics.ISSUER_READY.labels(metric_label(ref)).set(0)
         if err.reason in PIN_REJECTED:
             profile = str((body.get("spec") or {}).get("tokenProfile", ""))
@@ -260,23 +192,21 @@ async def _report(
             logger.info(f"issuer waiting: reason={err.reason} message={err.message!r}")
             return
         report(f"issuer not ready: reason={err.reason} message={err.message!r}")
-        raise kopf.TemporaryError(err.message, delay=_backoff(retry)) from None
+        raise kopf.TemporaryError(
+            err.message, delay=backoff(retry, first=FIRST_BACKOFF, cap=MAX_BACKOFF)
+        ) from None
     signing = ready.signing
     key = signing.key
     message = (
         f"signing with {key.algorithm.value} key {key.key_label!r} in token {key.token_label!r}{ready.note}"
     )
-    patch.status["conditions"] = st.set_condition(
-        conditions, api.CONDITION_READY, True, api.REASON_KEY_READY, message, now, generation
-    )
-    patch.status["observedGeneration"] = generation
+    writer.ready(conditions, True, api.REASON_KEY_READY, message, now, generation)
     state.ready, state.signing, state.message = True, signing, message
     state.trust_pem = ready.trust_pem
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)
     if ready.ca_not_after is not None:
         metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ready.ca_not_after.timestamp())
-    for waiting in runtime.issuers.woken(ref):
-        runtime.queue.add(waiting)
+    runtime.requests.wake(runtime.issuers.woken(ref))
 
 
 def announce_policy(body: kopf.Body) -> None:
@@ -292,10 +222,8 @@ def announce_policy(body: kopf.Body) -> None:
 
 
 def _provisioning(status: Mapping[str, Any], **_: Any) -> bool:
-    """Not Ready and waiting on an administrator's Secret: an import not done yet (a wrapping key is
-    advertised), or an intermediate CA without a usable certificate (a CSR is published)."""
-    waiting = bool(status.get("wrappingKey") or status.get("caCSR"))
-    return waiting and not st.is_true(status.get("conditions"), api.CONDITION_READY)
+    """Waiting on an administrator's Secret (``IssuerStatus.awaiting_administrator``)."""
+    return IssuerStatus(status).awaiting_administrator
 
 
 def _register(kind: str, plural: str) -> None:
@@ -344,14 +272,14 @@ def _register(kind: str, plural: str) -> None:
         plural,
         id="rotate",
         interval=ROTATION_TICK,
-        when=lambda status, **_: bool(status.get("nextKey")),
+        when=lambda status, **_: IssuerStatus(status).next_key is not None,
     )
     async def rotate_handler(
         body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
         # During a rotation overlap: switch to the new key as soon as it is due, not a minute later.
         runtime: Runtime = memo["runtime"]
-        upcoming = (body.get("status") or {}).get("nextKey") or {}
+        upcoming = IssuerStatus.of(body).next_key or {}
         if "signFrom" not in upcoming or runtime.clock() < rotation.parse_time(str(upcoming["signFrom"])):
             return
         with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
@@ -396,7 +324,7 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
     says). What fails a check is reported and left in the token; the deletion itself goes on."""
     meta = body["metadata"]
     namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
-    status = body.get("status") or {}
+    status = IssuerStatus.of(body)
     try:
         spec = IssuerSpec.parse(body.get("spec") or {})
         profile = runtime.profiles.get(spec.profile)
@@ -405,17 +333,17 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
         log.warning(f"deletionPolicy=Destroy: no key destroyed: reason={err.reason} message={err.message!r}")
         return
     scope = KeyScope.of(kind, meta, spec)
-    for found in scope.destroyable_keys(status):
+    for found in scope.destroyable_keys(status.raw):
         if isinstance(found, TrustedIssuerError):
             log.warning(f"deletionPolicy=Destroy: key left in the token: {found.reason}: {found.message}")
             continue
         if not await runtime.pool.destroy_key_if_present(profile.token, found):
             continue
         log.info(f"destroyed key label={found.key_label!r} id={found.key_id} (deletionPolicy=Destroy)")
-    if status.get("wrappingKey"):
+    if status.wrapping_key:
         # An import that never happened: its wrapping key is the issuer's too.
         try:
-            wrapping = scope.wrapping_key(status["wrappingKey"], "wrappingKey")
+            wrapping = scope.wrapping_key(status.wrapping_key, "wrappingKey")
         except IssuerError as err:
             log.warning(f"deletionPolicy=Destroy: key left in the token: {err.reason}: {err.message}")
             return
@@ -423,11 +351,20 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
             await runtime.pool.destroy_wrapping_key(profile.token, wrapping.handle)
 
 
-# Kinds this operator does not serve get no handlers at all, so kopf does not even watch them: a
-# namespace shard never writes onto a cluster issuer that another release serves.
-for _kind, _plural in (
-    (api.ISSUER_KIND, api.ISSUER_PLURAL),
-    (api.CLUSTER_ISSUER_KIND, api.CLUSTER_ISSUER_PLURAL),
-):
-    if _kind in issuer_kinds_from_env():
-        _register(_kind, _plural)
+#: The kinds whose handlers are registered in this process (kopf's default registry is process-wide).
+_REGISTERED: set[str] = set()
+
+
+def register_handlers(settings: Settings) -> None:
+    """Register the kopf handlers of the issuer kinds ``settings`` serves (``TRUSTED_ISSUER_ISSUER_KINDS``);
+    called once at start-up, before kopf watches anything, and idempotent.
+
+    Kinds this operator does not serve get no handlers at all, so kopf does not even watch them: a
+    namespace shard never writes onto a cluster issuer that another release serves."""
+    for kind, plural in (
+        (api.ISSUER_KIND, api.ISSUER_PLURAL),
+        (api.CLUSTER_ISSUER_KIND, api.CLUSTER_ISSUER_PLURAL),
+    ):
+        if kind in settings.issuer_kinds and kind not in _REGISTERED:
+            _REGISTERED.add(kind)
+            _register(kind, plural)

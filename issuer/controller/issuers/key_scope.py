@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from issuer import api
-from issuer.controller.issuer_spec import IssuerSpec
+from issuer.controller.issuers.spec import IssuerSpec
+from issuer.controller.registry import describe, issuer_ref
 from issuer.errors import IssuerError, TrustedIssuerError
 from issuer.signer.api import KeyHandle, WrappingKey
 
@@ -71,8 +72,9 @@ class KeyScope:
         namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
         name = str(meta.get("name", ""))
         base = owned_key_label(kind, namespace, name, str(meta.get("uid", "")))
-        issuer = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-        return cls(issuer, key_scope(kind, namespace), base, spec.adopt_label)
+        return cls(
+            describe(issuer_ref(kind, namespace, name)), key_scope(kind, namespace), base, spec.adopt_label
+        )
 
     def check_adoptable(self) -> str:
         """The label of the key the spec adopts, if it lies inside this issuer's scope."""

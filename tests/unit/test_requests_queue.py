@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from issuer.controller.queue import WorkQueue
+from issuer.controller.requests.queue import WorkQueue
 
 
 def test_keys_past_the_limit_are_refused_and_the_overflow_is_remembered_once() -> None:

@@ -1,13 +1,10 @@
-"""Signing requests that name our issuers: watched, signed, published once.
+"""Signing requests that name our issuers: observed, signed, published once (the path of one request:
+docs/architecture.md).
 
-Both kinds in ``kinds.py`` (cert-manager CertificateRequests and Kubernetes CertificateSigningRequests)
-belong to others; we are guests. kopf never sees them (no kopf annotations, finalizers or progress on
-them, and none of kopf's per-event cost): ``start`` lists and watches them with our own reflectors
-(``watch.py``), keeps what matters of each unfinished request of ours in memory, and processes them
-in our own work queue, whose workers await the signer pool. Our only writes go to ``/status``, with
-the resourceVersion we read as a precondition, so a certificate is published at most once per
-request across restarts, replayed watch events and competing replicas; Events about a request are
-posted in the background (``events.py``).
+The requests belong to others; kopf never sees them. ``start`` runs the reflectors, the queue's workers and
+the Event posters; ``process`` is one pass over one request. Our only writes go to ``/status``, with the
+resourceVersion we read as a precondition, so a certificate is published at most once per request across
+restarts, replayed watch events and competing replicas.
 """
 
 from __future__ import annotations
@@ -21,18 +18,22 @@ from datetime import datetime
 from typing import Any
 
 from issuer import api, metrics
-from issuer.controller import audit
-from issuer.controller import status as st
-from issuer.controller.issuers import describe, metric_label
-from issuer.controller.kinds import (
+from issuer.backoff import backoff
+from issuer.clock import parse_rfc3339
+from issuer.controller import conditions as st
+from issuer.controller.kubeapi import Conflict, NotFound
+from issuer.controller.registry import describe, metric_label
+from issuer.controller.requests import audit
+from issuer.controller.requests import status as request_status
+from issuer.controller.requests.reflector import ObjectName, Reflector, WatchEvent
+from issuer.controller.requests.request_kinds import (
     CSR_DURATION_ANNOTATION,
     CSR_IS_CA_ANNOTATION,
     KINDS,
     RequestKind,
 )
-from issuer.controller.kubeapi import Conflict, NotFound
-from issuer.controller.runtime import RequestKey, Runtime
-from issuer.controller.watch import ObjectName, Reflector, WatchEvent
+from issuer.controller.requests.store import RequestKey
+from issuer.controller.runtime import Runtime
 from issuer.errors import (
     ConfigurationError,
     IssuerError,
@@ -46,7 +47,8 @@ from issuer.signer.api import PEMBundle
 log = logging.getLogger("trusted-issuer.requests")
 
 
-MAX_BACKOFF = 60.0
+#: Backoff of a request failing with passing errors: 1 s after its first failure, up to a minute.
+FIRST_BACKOFF, MAX_BACKOFF = 0.5, 60.0
 PUBLISH_ATTEMPTS = 5
 #: Reasons of passing signer faults that mean the token itself is unreachable.
 TOKEN_FAULTS = frozenset({Reason.TOKEN_UNAVAILABLE})
@@ -72,10 +74,10 @@ def _observe(kind: RequestKind, event: WatchEvent, runtime: Runtime) -> None:
         or not runtime.serves(ref)
         or kind.is_finished(body.get("status"))
     ):
-        runtime.forget(key)
+        runtime.requests.forget(key)
         return
-    runtime.keep(key, _essence(runtime, body))
-    runtime.queue.add(key)
+    runtime.requests.keep(key, _essence(runtime, body))
+    runtime.requests.queue.add(key)
 
 
 #: Where a body whose ``spec.request`` was too large to keep records that request's size.
@@ -138,7 +140,7 @@ def start(runtime: Runtime, namespaces: Collection[str] = ()) -> list[Reflector]
     watched whole). Everything runs as ``runtime.tasks``, until cancelled."""
     start_workers(runtime)
     for index in range(EVENT_POSTERS):
-        runtime.tasks.append(asyncio.create_task(runtime.events.run(), name=f"event-poster-{index}"))
+        runtime.tasks.append(asyncio.create_task(runtime.requests.events.run(), name=f"event-poster-{index}"))
     reflectors = []
     for kind in KINDS.values():
         for namespace in _scopes(kind, namespaces):
@@ -168,24 +170,24 @@ def _observe_event(kind: RequestKind, runtime: Runtime, event: WatchEvent) -> No
 def _listed(kind: RequestKind, namespace: str | None, runtime: Runtime, names: set[ObjectName]) -> None:
     """After a (re)listing: forget the requests of its scope that it no longer holds (deleted while no
     watch was looking)."""
-    for key in [*runtime.requests, *runtime.uncached]:
+    for key in [*runtime.requests.bodies, *runtime.requests.uncached]:
         if key[0] == kind.plural and namespace in (None, key[1]) and (key[1], key[2]) not in names:
-            runtime.forget(key)
+            runtime.requests.forget(key)
 
 
 def start_workers(runtime: Runtime) -> None:
     """Start the queue's workers (and its delay and refill tasks) as ``runtime.tasks``."""
-    runtime.tasks.append(asyncio.create_task(runtime.queue.run_delays(), name="queue-delays"))
+    runtime.tasks.append(asyncio.create_task(runtime.requests.queue.run_delays(), name="queue-delays"))
     runtime.tasks.append(asyncio.create_task(refill(runtime), name="queue-refill"))
     for index in range(runtime.settings.concurrency):
-        worker = runtime.queue.worker(functools.partial(process, runtime))
+        worker = runtime.requests.queue.worker(functools.partial(process, runtime))
         runtime.tasks.append(asyncio.create_task(worker, name=f"request-worker-{index}"))
 
 
 async def refill(runtime: Runtime, interval: float = 1.0) -> None:
     """Find the requests a full queue refused: once it has drained to half, list every request of
     each kind (a page at a time) and observe them as if just added. Runs until cancelled."""
-    queue = runtime.queue
+    queue = runtime.requests.queue
     while True:
         await asyncio.sleep(interval)
         if not queue.overflowed or len(queue) > (queue.max_size or 0) // 2:
@@ -214,14 +216,14 @@ async def process(runtime: Runtime, key: RequestKey) -> None:
 
 
 async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None:
-    body = runtime.requests.get(key)
+    body = runtime.requests.bodies.get(key)
     if body is None:
-        if key not in runtime.uncached:
+        if key not in runtime.requests.uncached:
             return  # finished or deleted since it was queued
         try:
             body = await runtime.client.get(kind.path(key[1], key[2]))
         except NotFound:
-            runtime.forget(key)
+            runtime.requests.forget(key)
             return
     status = body.get("status") or {}
     conditions = status.get("conditions")
@@ -232,7 +234,7 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         metrics.REQUESTS_FAILED.labels(_issuer_label(kind, body), kind.name, "Denied").inc()
         if kind.writes_progress:
             _refused(kind, key, body, "denied", "denied by an approver")
-            await _publish(runtime, kind, key, body, st.request_denied(conditions, now))
+            await _publish(runtime, kind, key, body, request_status.denied(conditions, now))
             _tell(
                 runtime,
                 body,
@@ -315,7 +317,7 @@ async def _publish_certificate(
             await runtime.client.patch_status(path, patch, body["metadata"]["resourceVersion"], answer=False)
         except NotFound:
             audit.unpublished(record, "deleted")
-            runtime.requests.pop(key, None)
+            runtime.requests.bodies.pop(key, None)
             return False
         except Conflict:
             try:
@@ -331,8 +333,8 @@ async def _publish_certificate(
                 audit.unpublished(record, "already-finished")
                 return False
             continue
-        runtime.requests.pop(key, None)
-        runtime.attempts.pop(key, None)
+        runtime.requests.bodies.pop(key, None)
+        runtime.requests.attempts.pop(key, None)
         audit.issued(record)
         return True
     audit.unpublished(record, "conflicts")
@@ -351,9 +353,9 @@ async def _publish(
         )
     except (Conflict, NotFound):
         return
-    if key in runtime.requests and updated.get("metadata"):
+    if key in runtime.requests.bodies and updated.get("metadata"):
         # Our own write is the newest version: keep it, so the next pass does not conflict with it.
-        runtime.requests[key] = _essence(runtime, updated)
+        runtime.requests.bodies[key] = _essence(runtime, updated)
 
 
 async def _pending(
@@ -365,7 +367,7 @@ async def _pending(
     ready = st.condition_of(conditions, api.CONDITION_READY)
     if ready is not None and ready.get("reason") == api.REASON_PENDING and ready.get("message") == message:
         return  # already says so: no write, no event
-    await _publish(runtime, kind, key, body, st.request_pending(conditions, message, now))
+    await _publish(runtime, kind, key, body, request_status.pending(conditions, message, now))
 
 
 async def _fail(
@@ -380,8 +382,8 @@ async def _fail(
     _refused(kind, key, body, "failed", message)
     await _publish(runtime, kind, key, body, kind.failed(body.get("status") or {}, message, now))
     _tell(runtime, body, "Warning", "Failed", message)
-    runtime.requests.pop(key, None)
-    runtime.attempts.pop(key, None)
+    runtime.requests.bodies.pop(key, None)
+    runtime.requests.attempts.pop(key, None)
 
 
 async def _retry_or_fail(
@@ -410,7 +412,7 @@ def _created(meta: Mapping[str, Any], fallback: datetime) -> datetime:
     if not text:
         return fallback
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return parse_rfc3339(str(text))
     except ValueError:
         return fallback
 
@@ -428,10 +430,10 @@ def _issuer_label(kind: RequestKind, body: Mapping[str, Any]) -> str:
 
 def _tell(runtime: Runtime, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
     """A Kubernetes Event on the request, posted in the background (dropped if too many are waiting)."""
-    runtime.events.post(body, kind, reason, message)
+    runtime.requests.events.post(body, kind, reason, message)
 
 
 def _retry_later(runtime: Runtime, key: RequestKey) -> None:
-    attempt = runtime.attempts.get(key, 0) + 1
-    runtime.attempts[key] = attempt
-    runtime.queue.add_after(key, min(MAX_BACKOFF, 0.5 * 2 ** min(attempt, 10)))
+    attempt = runtime.requests.attempts.get(key, 0) + 1
+    runtime.requests.attempts[key] = attempt
+    runtime.requests.queue.add_after(key, backoff(attempt, first=FIRST_BACKOFF, cap=MAX_BACKOFF))

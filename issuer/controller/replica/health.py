@@ -11,7 +11,7 @@
 
 kopf's own liveness endpoint exists only while kopf runs, and a standby does not run kopf yet, so this
 small aiohttp server answers for both roles. The same facts are also reported through kopf's probe
-handlers (``lifecycle.py``) on kopf's endpoint when ``--liveness`` is given.
+handlers (``replica/lifecycle.py``) on kopf's endpoint when ``--liveness`` is given.
 """
 
 from __future__ import annotations

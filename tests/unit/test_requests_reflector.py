@@ -1,4 +1,4 @@
-"""The request kinds' own list+watch (``watch.Reflector``) against the sandbox API server: a paginated
+"""The request kinds' own list+watch (``reflector.Reflector``) against the sandbox API server: a paginated
 first listing, live changes, a relisting after 410 Gone that loses nothing (and drops what was deleted
 meanwhile), and a dropped stream resumed from its last version without a relisting."""
 
@@ -13,10 +13,10 @@ import pytest
 import pytest_asyncio
 from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox
 
-from issuer.controller.events import EventPoster, event_body
-from issuer.controller.kinds import CERTIFICATE_REQUESTS
 from issuer.controller.kubeapi import Credentials, KubeClient
-from issuer.controller.watch import ObjectName, Reflector, WatchEvent
+from issuer.controller.requests.events import EventPoster, event_body
+from issuer.controller.requests.reflector import ObjectName, Reflector, WatchEvent
+from issuer.controller.requests.request_kinds import CERTIFICATE_REQUESTS
 from issuer.signer.x509 import utcnow
 
 pytestmark = pytest.mark.asyncio

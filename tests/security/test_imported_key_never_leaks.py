@@ -6,7 +6,8 @@ under a label in namespace ``imported``'s scope, and adopted by a TrustedIssuer 
 cannot yet import by itself: that controller part of issue 8 has not landed, so the import runs
 through the signer pool, and the operator meets the key by adoption). Then requests are issued with
 it, and every text is scanned for the PINs and for the key (PKCS#8 DER, PEM lines, base64, hex, the
-raw private scalar). The file name sorts last so the scan sees everything the suite produced.
+raw private scalar). Its tests run after every other test of this package (``scans_the_whole_suite``,
+see conftest.py), so the scan sees everything the suite produced, whatever the files are called.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from tests.security.test_secrets_never_leak import LISTED, _decoded_fields
 from tests.verifiers import openssl_verify
 
 ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.scans_the_whole_suite
 NAMESPACE = "imported"
 
 

@@ -10,9 +10,9 @@ import base64
 import json
 from typing import Any, cast
 
-from issuer.controller import requests
-from issuer.controller.issuers import IssuerRegistry
-from issuer.controller.kinds import (
+from issuer.controller.registry import IssuerRegistry
+from issuer.controller.requests import processing as requests
+from issuer.controller.requests.request_kinds import (
     CERTIFICATE_REQUESTS,
     CSR_DURATION_ANNOTATION,
     CSR_IS_CA_ANNOTATION,
@@ -60,10 +60,10 @@ def test_a_flood_of_10000_requests_keeps_at_most_the_limit_of_bodies() -> None:
         return runtime
 
     runtime = asyncio.run(flood())
-    assert len(runtime.requests) == 100
-    assert len(runtime.uncached) == 9_900
-    assert len(runtime.queue) == 10_000  # every request is still queued: none is lost
-    assert not set(runtime.requests) & runtime.uncached
+    assert len(runtime.requests.bodies) == 100
+    assert len(runtime.requests.uncached) == 9_900
+    assert len(runtime.requests.queue) == 10_000  # every request is still queued: none is lost
+    assert not set(runtime.requests.bodies) & runtime.requests.uncached
 
 
 def test_a_newer_version_of_a_held_body_replaces_it_even_when_the_store_is_full() -> None:
@@ -77,8 +77,11 @@ def test_a_newer_version_of_a_held_body_replaces_it_even_when_the_store_is_full(
         return runtime
 
     runtime = asyncio.run(run())
-    assert runtime.requests[("certificaterequests", "flood", "first")]["metadata"]["resourceVersion"] == "8"
-    assert runtime.uncached == {("certificaterequests", "flood", "second")}
+    assert (
+        runtime.requests.bodies[("certificaterequests", "flood", "first")]["metadata"]["resourceVersion"]
+        == "8"
+    )
+    assert runtime.requests.uncached == {("certificaterequests", "flood", "second")}
 
 
 def test_finished_and_deleted_requests_are_forgotten_held_or_not() -> None:
@@ -93,8 +96,8 @@ def test_finished_and_deleted_requests_are_forgotten_held_or_not() -> None:
         return runtime
 
     runtime = asyncio.run(run())
-    assert runtime.requests == {}
-    assert runtime.uncached == set()
+    assert runtime.requests.bodies == {}
+    assert runtime.requests.uncached == set()
 
 
 def test_an_oversized_request_is_not_held_and_its_size_is_reported() -> None:
@@ -106,7 +109,7 @@ def test_an_oversized_request_is_not_held_and_its_size_is_reported() -> None:
         return runtime
 
     runtime = asyncio.run(run())
-    body = runtime.requests[("certificaterequests", "flood", "huge")]
+    body = runtime.requests.bodies[("certificaterequests", "flood", "huge")]
     assert "request" not in body["spec"]
     message = requests._oversized_message(runtime, body)
     assert message is not None
@@ -120,7 +123,7 @@ def test_a_request_at_the_limit_is_kept_whole() -> None:
         return runtime
 
     runtime = asyncio.run(run())
-    body = runtime.requests[("certificaterequests", "flood", "edge")]
+    body = runtime.requests.bodies[("certificaterequests", "flood", "edge")]
     assert body["spec"]["request"] == CSR_TEXT
     assert requests._oversized_message(runtime, body) is None
 
@@ -137,7 +140,7 @@ def test_what_others_bloat_an_object_with_is_not_kept() -> None:
         requests._observe(CERTIFICATE_REQUESTS, bloated, runtime)
         return runtime
 
-    body = asyncio.run(run()).requests[("certificaterequests", "flood", "bloated")]
+    body = asyncio.run(run()).requests.bodies[("certificaterequests", "flood", "bloated")]
     assert len(json.dumps(body)) < len(CSR_TEXT) + 1_000
     assert body["metadata"] == {"name": "bloated", "namespace": "flood", "resourceVersion": "7"}
     assert body["status"] == {"conditions": bloated["object"]["status"]["conditions"]}
@@ -195,13 +198,13 @@ def test_a_relisting_forgets_only_the_requests_of_its_own_scope_it_no_longer_hol
         other["object"]["metadata"]["namespace"] = "elsewhere"
         requests._observe(CERTIFICATE_REQUESTS, other, runtime)
         csr = ("certificatesigningrequests", "", "a-csr")
-        runtime.keep(csr, {})  # another kind, unseen by this listing
+        runtime.requests.keep(csr, {})  # another kind, unseen by this listing
         # A relisting of the "flood" namespace's CertificateRequests that holds only "listed":
         requests._listed(CERTIFICATE_REQUESTS, "flood", runtime, {("flood", "listed")})
         return runtime
 
     runtime = asyncio.run(run())
-    held = set(runtime.requests) | runtime.uncached
+    held = set(runtime.requests.bodies) | runtime.requests.uncached
     assert held == {
         ("certificaterequests", "flood", "listed"),
         ("certificaterequests", "elsewhere", "other-namespace"),

@@ -47,10 +47,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
-from issuer.controller.kubeapi import Conflict, Credentials, KubeClient, NotFound
+from issuer.clock import parse_rfc3339, rfc3339_micro
+from issuer.controller.kubeapi import Conflict, Credentials, KubeClient, NotFound, own_namespace
 from issuer.errors import RetryableError, TrustedIssuerError
 from issuer.signer.api import Operation, Signer
 
@@ -58,7 +58,6 @@ log = logging.getLogger("trusted-issuer.election")
 R = TypeVar("R")
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ class Attempt(enum.Enum):
 
 def microtime(moment: datetime) -> str:
     """Kubernetes MicroTime: RFC 3339 with microseconds, in UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339_micro(moment)
 
 
 def holder_of(lease: Mapping[str, Any]) -> str:
@@ -149,14 +148,8 @@ def default_identity() -> str:
 
 
 def lease_namespace(configured: str | None) -> str:
-    """The configured namespace, else the pod's own (its service account's), else ``default``."""
-    if configured:
-        return configured
-    with contextlib.suppress(OSError):
-        own = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-        if own:
-            return own
-    return "default"
+    """The configured namespace, else the pod's own (``kubeapi.own_namespace``), else ``default``."""
+    return configured or own_namespace() or "default"
 
 
 class LeaseElector:
@@ -333,7 +326,7 @@ def _parse_time(text: object) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return parse_rfc3339(str(text))
     except ValueError:
         return None
 

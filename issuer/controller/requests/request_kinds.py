@@ -2,7 +2,7 @@
 
 cert-manager's ``CertificateRequest`` (namespaced; Ready condition, ``status.ca``) and Kubernetes'
 ``CertificateSigningRequest`` (cluster-scoped; ``spec.signerName``; only ``status.certificate`` or a
-``Failed`` condition are ever written). The processing in ``requests.py`` is the same for both; each
+``Failed`` condition are ever written). The processing in ``processing.py`` is the same for both; each
 kind says how to read its objects and how to write its status.
 """
 
@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from issuer import api
-from issuer.controller import status as st
-from issuer.controller.issuers import IssuerRef, issuer_ref
+from issuer.clock import rfc3339
+from issuer.controller import conditions as st
 from issuer.controller.kubeapi import KubeClient
+from issuer.controller.registry import IssuerRef, issuer_ref
+from issuer.controller.requests import status as request_status
 from issuer.durations import parse_duration
 from issuer.errors import PermanentError
 from issuer.signer.api import PEMBundle, SigningRequest
@@ -111,13 +113,13 @@ class CertificateRequestKind(RequestKind):
         )
 
     def is_finished(self, status: Mapping[str, Any] | None) -> bool:
-        return st.request_is_finished(status)
+        return request_status.is_finished(status)
 
     def issued(self, status: Mapping[str, Any], bundle: PEMBundle, now: datetime) -> dict[str, Any]:
-        return st.request_issued(status.get("conditions"), bundle.chain_pem, bundle.ca_pem, now)
+        return request_status.issued(status.get("conditions"), bundle.chain_pem, bundle.ca_pem, now)
 
     def failed(self, status: Mapping[str, Any], message: str, now: datetime) -> dict[str, Any]:
-        return st.request_failed(status.get("conditions"), message, now)
+        return request_status.failed(status.get("conditions"), message, now)
 
 
 class SigningRequestKind(RequestKind):
@@ -182,7 +184,7 @@ class SigningRequestKind(RequestKind):
 
     def failed(self, status: Mapping[str, Any], message: str, now: datetime) -> dict[str, Any]:
         conditions = [dict(c) for c in status.get("conditions") or () if c.get("type") != "Failed"]
-        stamp = st.timestamp(now)
+        stamp = rfc3339(now)
         conditions.append(
             {
                 "type": "Failed",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from kopf._core.actions.loggers import LogFormat, make_formatter
 
-from issuer.controller import audit
+from issuer.controller.requests import audit
 from issuer.signer.policy import Policy
 from issuer.signer.x509 import SigningRequest, issue_certificate
 from tests.unit.conftest import PKI

@@ -8,7 +8,7 @@ from typing import Any, cast
 import pytest
 
 from issuer import api
-from issuer.controller.issuers import IssuerRegistry, issuer_ref
+from issuer.controller.registry import IssuerRegistry, issuer_ref
 from issuer.controller.runtime import Runtime
 from issuer.errors import ConfigurationError
 from issuer.settings import Settings, issuer_kinds_from_env

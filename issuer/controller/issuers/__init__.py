@@ -1,0 +1,1 @@
+"""Our own issuers (TrustedIssuer, TrustedClusterIssuer): reconcile, rotation, provisioned CAs."""

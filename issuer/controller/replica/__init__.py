@@ -1,0 +1,1 @@
+"""The replica around kopf: start-up and shut-down, the Lease election, health probes."""

@@ -1,0 +1,1 @@
+"""Signing requests of others (CertificateRequests, CSRs): reflector, queue, processing, status, Events."""
