@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: dev
 dev: ## install system packages (as root) and the virtualenv, and create the development SoftHSM2 token
@@ -25,6 +25,14 @@ demo-signer: dev ## the signing core alone: CLI creates a CA in the token, signs
 .PHONY: sandbox
 sandbox: dev ## keep the sandbox API server and the operator running; prints a KUBECONFIG for kubectl
 	@VENV=$(VENV) scripts/sandbox.sh serve
+
+.PHONY: cluster-bins
+cluster-bins: ## build (or reuse) kube-apiserver, kube-controller-manager and etcd from the Go module proxy
+	@scripts/cluster-bins.sh
+
+.PHONY: cluster
+cluster: dev ## keep a real control plane (etcd, kube-apiserver, controller-manager) running; prints its KUBECONFIG
+	@VENV=$(VENV) scripts/cluster.sh
 
 .PHONY: test
 test: ## run the tests (unit, integration on a real SoftHSM2 token; e2e skips without Docker)

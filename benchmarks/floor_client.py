@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -27,11 +28,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from issuer.controller.kubeapi import Credentials
 
 GROUP = "trusted-issuer.dev"
 LIST_PATH = "apis/cert-manager.io/v1/certificaterequests"
@@ -111,8 +113,9 @@ async def json_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 
 
 class Floor:
-    def __init__(self, server: str, concurrency: int) -> None:
+    def __init__(self, server: str, concurrency: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self.server = server.rstrip("/") + "/"
+        self.ssl_context = ssl_context
         self.concurrency = concurrency
         self.bodies: dict[Key, dict[str, Any]] = {}
         self.queued: set[Key] = set()
@@ -189,7 +192,7 @@ class Floor:
                 return
 
     async def run(self, stop: asyncio.Event) -> None:
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=self.ssl_context or False)
         async with aiohttp.ClientSession(
             base_url=self.server, connector=connector, headers={"Accept": "application/json"}
         ) as session:
@@ -201,10 +204,16 @@ class Floor:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def server_of(kubeconfig: str) -> str:
-    with open(kubeconfig, encoding="utf-8") as file:
-        document = yaml.safe_load(file)
-    return str(document["clusters"][0]["cluster"]["server"])
+def server_of(kubeconfig: str) -> tuple[str, ssl.SSLContext | None]:
+    """The server, and for https the TLS context with the kubeconfig's CA and client certificate (loaded
+    as the operator loads them)."""
+    credentials = Credentials.load(kubeconfig)
+    if not credentials.server.startswith("https"):
+        return credentials.server, None
+    context = ssl.create_default_context(cafile=credentials.ca_file)
+    if credentials.cert_file and credentials.key_file:
+        context.load_cert_chain(credentials.cert_file, credentials.key_file)
+    return credentials.server, context
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -212,7 +221,8 @@ async def main_async(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    floor = Floor(server_of(args.kubeconfig), args.concurrency)
+    server, context = server_of(args.kubeconfig)
+    floor = Floor(server, args.concurrency, context)
     print("floor: started", flush=True)
     await floor.run(stop)
     print(f"floor: published {floor.published}", flush=True)
