@@ -62,8 +62,9 @@ from benchmarks import bench_signer
 from benchmarks.floor_client import fixed_certificate, issued_status
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer.devtoken import init_dev_token
-from issuer.signer.keys import Algorithm, PinSource, TokenConfig
+from issuer.signer.keys import Algorithm
 from issuer.signer.pool import SignerPool
+from issuer.tokens import PinSource, TokenConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "operator.json"

@@ -54,11 +54,11 @@ from benchmarks.signer_tasks import SoftwareIssuer
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer import worker
 from issuer.signer.devtoken import init_dev_token
-from issuer.signer.keys import Algorithm, KeyHandle, PinSource, TokenConfig, public_key_fingerprint
+from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, public_key_fingerprint
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
-from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import PEMBundle, SigningRequest, build_ca_certificate, parse_subject, utcnow
+from issuer.tokens import PinSource, TokenConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "signer.json"
 ALGORITHMS = (Algorithm.ECDSA_P256, Algorithm.RSA_2048)
@@ -274,8 +274,10 @@ def make_requests(count: int) -> list[SigningRequest]:
 def make_issuers(pool: SignerPool, config: TokenConfig, algorithm: Algorithm) -> Issuers:
     """A token CA (key generated in the token) and a software CA of the same algorithm and policy."""
     policy = Policy(dns_domains=DNS_DOMAINS)
-    handle: KeyHandle = pool.generate_key(config, algorithm, f"bench-{algorithm.value}")
-    ca_pem = pool.create_self_signed_ca(config, handle, f"CN=bench {algorithm.value} CA", CA_LIFETIME)
+    handle: KeyHandle = pool.generate_key.blocking(config, algorithm, f"bench-{algorithm.value}")
+    ca_pem = pool.create_self_signed_ca.blocking(
+        config, handle, f"CN=bench {algorithm.value} CA", CA_LIFETIME
+    )
     software_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     if algorithm.family == "ec":
         software_key = ec.generate_private_key(ec.SECP256R1())
@@ -311,9 +313,9 @@ def _variant_submit(
         return (
             lambda i: pool.submit(
                 worker.sign_request,
+                pool.clock(),
                 pool.pickled_once(issuers.token),
                 requests[i % len(requests)],
-                pool.clock(),
             ),
             1,
         )
@@ -395,7 +397,7 @@ def _ipc_bytes(issuers: Issuers, request: SigningRequest) -> dict[str, int]:
     now = utcnow()
     token_issuer = pickle.dumps(issuers.token, pickle.HIGHEST_PROTOCOL)
     software_issuer = pickle.dumps(issuers.software, pickle.HIGHEST_PROTOCOL)
-    task = (worker.sign_request, (token_issuer, request, now))
+    task = (worker.sign_request, (now, token_issuer, request))
     software_task = (signer_tasks.software_sign_request, (software_issuer, request, now))
     return {
         "pipeline_task": len(pickle.dumps(task, pickle.HIGHEST_PROTOCOL)),

@@ -13,15 +13,12 @@ from typing import Any
 
 import yaml
 
+from issuer.durations import parse_duration
 from issuer.errors import ConfigurationError, TrustedIssuerError
 from issuer.settings import Settings
 from issuer.signer import provision
+from issuer.signer.api import Algorithm, IssuerKey, Policy, SignerPool, SigningRequest, public_key_fingerprint
 from issuer.signer.devtoken import DEFAULT_DIR, DEFAULT_LABEL, init_dev_token
-from issuer.signer.keys import Algorithm, public_key_fingerprint
-from issuer.signer.policy import Policy, parse_duration
-from issuer.signer.pool import SignerPool
-from issuer.signer.worker import IssuerKey
-from issuer.signer.x509 import SigningRequest
 
 EXIT_BAD_INPUT = 2
 
@@ -82,7 +79,7 @@ def cmd_init_dev_token(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _pool(settings) as pool:
-        reports = pool.list_keys(settings.token())
+        reports = pool.list_keys.blocking(settings.token())
     rows = [
         {
             **r.handle.to_status(),
@@ -111,14 +108,14 @@ def cmd_ca_create(args: argparse.Namespace) -> int:
     duration = parse_duration(args.duration)
     with _pool(settings) as pool:
         if args.existing_key:
-            handle = pool.find_key(token, args.key_label)
+            handle = pool.find_key.blocking(token, args.key_label)
             if handle.algorithm is not args.algorithm:
                 raise UsageError(
                     f"key {args.key_label!r} is {handle.algorithm.value}, not {args.algorithm.value}"
                 )
         else:
-            handle = pool.generate_key(token, args.algorithm, args.key_label)
-        pem = pool.create_self_signed_ca(
+            handle = pool.generate_key.blocking(token, args.algorithm, args.key_label)
+        pem = pool.create_self_signed_ca.blocking(
             token, handle, args.subject, duration, path_length=args.path_len, rsa_pss=args.rsa_pss
         )
     Path(args.out).write_bytes(pem)
@@ -151,8 +148,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     )
     policy = _policy(args)
     with _pool(settings) as pool:
-        handle = pool.find_key(token, args.key_label)
-        bundle = pool.sign(IssuerKey(token, handle, ca_pem, policy, args.rsa_pss), request)
+        handle = pool.find_key.blocking(token, args.key_label)
+        bundle = pool.sign.blocking(IssuerKey(token, handle, ca_pem, policy, args.rsa_pss), request)
     sys.stdout.write(bundle.chain_pem.decode())
     if args.ca_out:
         Path(args.ca_out).write_bytes(bundle.ca_pem)

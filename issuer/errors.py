@@ -14,6 +14,46 @@ pickles with its message and reason intact, because workers raise them across pr
 
 from __future__ import annotations
 
+import enum
+
+
+class Reason(enum.StrEnum):
+    """The reasons the signer gives for a failure, as they cross the wall to the controller.
+
+    Each value is the CamelCase word that appears in conditions, Events and logs, so a member compares
+    equal to it; callers compare members, never string literals. ``hsm.classify`` maps every PKCS#11
+    fault to one of these, once.
+    """
+
+    # The PIN: the issuer waits until its source changes (a rejected PIN is never retried).
+    PIN_INCORRECT = "PINIncorrect"
+    PIN_LOCKED = "PINLocked"
+    PIN_EXPIRED = "PINExpired"
+    PIN_INVALID = "PINInvalid"
+    PIN_NOT_INITIALIZED = "PINNotInitialized"
+    NOT_LOGGED_IN = "NotLoggedIn"
+    # The token.
+    TOKEN_NOT_FOUND = "TokenNotFound"
+    TOKEN_AMBIGUOUS = "TokenAmbiguous"
+    TOKEN_STORAGE_MISSING = "TokenStorageMissing"
+    TOKEN_REFUSED = "TokenRefused"
+    TOKEN_READ_ONLY = "TokenReadOnly"
+    TOKEN_UNAVAILABLE = "TokenUnavailable"  # passing: the token is unreachable for now
+    TOKEN_ERROR = "TokenError"  # passing: any other PKCS#11 fault
+    MECHANISM_NOT_SUPPORTED = "MechanismNotSupported"
+    # A key.
+    KEY_NOT_FOUND = "KeyNotFound"
+    KEY_AMBIGUOUS = "KeyAmbiguous"
+    KEY_INVALID = "KeyInvalid"
+    KEY_MISMATCH = "KeyMismatch"
+    KEY_HANDLE_INVALID = "KeyHandleInvalid"
+    # The pool.
+    WORKER_DIED = "WorkerDied"  # passing: the pool has replaced the worker; retry
+
+
+#: A PIN the token refused: retrying with the same PIN cannot help and could lock the token.
+PIN_REJECTED = frozenset({Reason.PIN_INCORRECT, Reason.PIN_LOCKED, Reason.PIN_EXPIRED})
+
 
 class TrustedIssuerError(Exception):
     """Base class: ``message`` is safe to log and to show in a status or an Event."""

@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
+from issuer.attestation import check_provider_name
 from issuer.errors import ConfigurationError, IssuerError
 from issuer.settings import DEFAULT_PKCS11_MODULE, Settings
-from issuer.signer.attestation import check_provider_name
-from issuer.signer.keys import PinSource, TokenConfig
+from issuer.tokens import PinSource, TokenConfig
 
 DEFAULT_PROFILE = "default"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

@@ -10,9 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from issuer.api import ENV_PREFIX, ISSUER_KINDS
+from issuer.durations import parse_duration
 from issuer.errors import ConfigurationError
-from issuer.signer.keys import PinSource, TokenConfig
-from issuer.signer.policy import parse_duration
+from issuer.tokens import PinSource, TokenConfig
 
 #: Debian's and Ubuntu's SoftHSM2 module; any PKCS#11 module path may replace it.
 DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"

@@ -19,8 +19,9 @@ import pytest
 
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer.devtoken import init_dev_token
-from issuer.signer.keys import Algorithm, KeyHandle, PinSource, TokenConfig
+from issuer.signer.keys import Algorithm, KeyHandle
 from issuer.signer.pool import SignerPool
+from issuer.tokens import PinSource, TokenConfig
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +76,8 @@ class CAFactory:
         self, algorithm: Algorithm, subject: str | None = None, duration: timedelta | None = None
     ) -> TestCA:
         label = f"test-{algorithm.value}-{uuid.uuid4().hex[:12]}"
-        key = self.pool.generate_key(self.token, algorithm, label)
-        pem = self.pool.create_self_signed_ca(
+        key = self.pool.generate_key.blocking(self.token, algorithm, label)
+        pem = self.pool.create_self_signed_ca.blocking(
             self.token,
             key,
             subject or f"CN=test {algorithm.value} root,O=trusted-issuer tests",

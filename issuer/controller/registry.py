@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from issuer import api
-from issuer.signer.pool import IssuerKey
-from issuer.signer.x509 import PEMBundle
+from issuer.signer.api import IssuerKey, PEMBundle
 
 IssuerRef = tuple[str, str | None, str]  # (kind, namespace or None, name)
 

@@ -12,7 +12,7 @@ from issuer.controller.registry import IssuerRef, IssuerRegistry
 from issuer.controller.requests.store import RequestKey, RequestStore
 from issuer.profiles import Profiles
 from issuer.settings import Settings
-from issuer.signer.pool import SignerPool
+from issuer.signer.api import Signer
 
 __all__ = ["RequestKey", "Runtime"]
 
@@ -21,7 +21,7 @@ __all__ = ["RequestKey", "Runtime"]
 class Runtime:
     settings: Settings
     profiles: Profiles
-    pool: SignerPool
+    pool: Signer
     client: KubeClient
     clock: Clock
     issuers: IssuerRegistry

@@ -30,16 +30,24 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
-from issuer.errors import ConfigurationError, IssuerError, PermanentError, RetryableError, TrustedIssuerError
+from issuer.errors import (
+    ConfigurationError,
+    IssuerError,
+    PermanentError,
+    Reason,
+    RetryableError,
+    TrustedIssuerError,
+)
 from issuer.signer.keys import (
     WRAP_PARAMETERS,
     Algorithm,
     KeyHandle,
+    KeyReport,
     PublicKey,
-    TokenConfig,
     public_key_fingerprint,
 )
 from issuer.signer.provision import WrappedKey, check_wrapped_for, oaep_hash
+from issuer.tokens import TokenConfig
 
 ED25519_OID = "1.3.101.112"
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -126,29 +134,32 @@ _BAD_CIPHERTEXT = (
 # Mapping of python-pkcs11's one-class-per-CKR exceptions to our vocabulary. The classification is ours:
 # a broken PIN, token, key or mechanism is the issuer's fault and waits for a person; a lost session or
 # a busy device is passing and is retried.
-_ISSUER_FAULTS: dict[type[Exception], tuple[str, str]] = {
-    p11err.PinIncorrect: ("PINIncorrect", "the token rejected the PIN"),
-    p11err.PinLocked: ("PINLocked", "the token's user PIN is locked"),
-    p11err.PinExpired: ("PINExpired", "the token's user PIN has expired"),
-    p11err.PinInvalid: ("PINInvalid", "the PIN has characters the token does not accept"),
-    p11err.PinLenRange: ("PINInvalid", "the PIN's length is outside the token's range"),
-    p11err.UserPinNotInitialized: ("PINNotInitialized", "the token's user PIN was never set"),
-    p11err.NoSuchToken: ("TokenNotFound", "no such token"),
-    p11err.TokenNotRecognised: ("TokenNotFound", "the token is not recognised"),
-    p11err.MultipleTokensReturned: ("TokenAmbiguous", "more than one token matches"),
-    p11err.NoSuchKey: ("KeyNotFound", "the key is not in the token"),
-    p11err.MultipleObjectsReturned: ("KeyAmbiguous", "more than one key matches"),
-    p11err.MechanismInvalid: ("MechanismNotSupported", "the token does not support the mechanism"),
-    p11err.MechanismParamInvalid: ("MechanismNotSupported", "the token rejects the mechanism's parameters"),
-    p11err.KeySizeRange: ("MechanismNotSupported", "the token does not support this key size"),
-    p11err.DomainParamsInvalid: ("MechanismNotSupported", "the token does not support this curve"),
-    p11err.FunctionNotSupported: ("MechanismNotSupported", "the token does not support the operation"),
-    p11err.KeyTypeInconsistent: ("KeyInvalid", "the key does not fit the mechanism"),
-    p11err.TemplateInconsistent: ("TokenRefused", "the token refused the key template"),
-    p11err.TemplateIncomplete: ("TokenRefused", "the token refused the key template"),
-    p11err.AttributeValueInvalid: ("TokenRefused", "the token refused an attribute value"),
-    p11err.TokenWriteProtected: ("TokenReadOnly", "the token is write-protected"),
-    p11err.UserNotLoggedIn: ("NotLoggedIn", "the session is not logged in"),
+_ISSUER_FAULTS: dict[type[Exception], tuple[Reason, str]] = {
+    p11err.PinIncorrect: (Reason.PIN_INCORRECT, "the token rejected the PIN"),
+    p11err.PinLocked: (Reason.PIN_LOCKED, "the token's user PIN is locked"),
+    p11err.PinExpired: (Reason.PIN_EXPIRED, "the token's user PIN has expired"),
+    p11err.PinInvalid: (Reason.PIN_INVALID, "the PIN has characters the token does not accept"),
+    p11err.PinLenRange: (Reason.PIN_INVALID, "the PIN's length is outside the token's range"),
+    p11err.UserPinNotInitialized: (Reason.PIN_NOT_INITIALIZED, "the token's user PIN was never set"),
+    p11err.NoSuchToken: (Reason.TOKEN_NOT_FOUND, "no such token"),
+    p11err.TokenNotRecognised: (Reason.TOKEN_NOT_FOUND, "the token is not recognised"),
+    p11err.MultipleTokensReturned: (Reason.TOKEN_AMBIGUOUS, "more than one token matches"),
+    p11err.NoSuchKey: (Reason.KEY_NOT_FOUND, "the key is not in the token"),
+    p11err.MultipleObjectsReturned: (Reason.KEY_AMBIGUOUS, "more than one key matches"),
+    p11err.MechanismInvalid: (Reason.MECHANISM_NOT_SUPPORTED, "the token does not support the mechanism"),
+    p11err.MechanismParamInvalid: (
+        Reason.MECHANISM_NOT_SUPPORTED,
+        "the token rejects the mechanism's parameters",
+    ),
+    p11err.KeySizeRange: (Reason.MECHANISM_NOT_SUPPORTED, "the token does not support this key size"),
+    p11err.DomainParamsInvalid: (Reason.MECHANISM_NOT_SUPPORTED, "the token does not support this curve"),
+    p11err.FunctionNotSupported: (Reason.MECHANISM_NOT_SUPPORTED, "the token does not support the operation"),
+    p11err.KeyTypeInconsistent: (Reason.KEY_INVALID, "the key does not fit the mechanism"),
+    p11err.TemplateInconsistent: (Reason.TOKEN_REFUSED, "the token refused the key template"),
+    p11err.TemplateIncomplete: (Reason.TOKEN_REFUSED, "the token refused the key template"),
+    p11err.AttributeValueInvalid: (Reason.TOKEN_REFUSED, "the token refused an attribute value"),
+    p11err.TokenWriteProtected: (Reason.TOKEN_READ_ONLY, "the token is write-protected"),
+    p11err.UserNotLoggedIn: (Reason.NOT_LOGGED_IN, "the session is not logged in"),
 }
 _PASSING_FAULTS: dict[type[Exception], str] = {
     p11err.SessionClosed: "the token session was closed",
@@ -192,10 +203,10 @@ def classify(exc: BaseException, where: str) -> TrustedIssuerError:
             return IssuerError(f"{where}: {text}", reason)
     for kind, text in _PASSING_FAULTS.items():
         if isinstance(exc, kind):
-            return RetryableError(f"{where}: {text}", "TokenUnavailable")
+            return RetryableError(f"{where}: {text}", Reason.TOKEN_UNAVAILABLE)
     if isinstance(exc, p11err.PKCS11Error):
-        return RetryableError(f"{where}: PKCS#11 error {type(exc).__name__}", "TokenError")
-    return RetryableError(f"{where}: unexpected {type(exc).__name__}", "TokenError")
+        return RetryableError(f"{where}: PKCS#11 error {type(exc).__name__}", Reason.TOKEN_ERROR)
+    return RetryableError(f"{where}: unexpected {type(exc).__name__}", Reason.TOKEN_ERROR)
 
 
 @contextmanager
@@ -272,17 +283,6 @@ _RSA_MECHANISMS: dict[str, tuple[tuple[Mechanism, Mechanism], Mechanism, Any]] =
         pkcs11.MGF.SHA512,
     ),
 }
-
-
-@dataclass(frozen=True)
-class KeyReport:
-    """What ``hsm keys`` shows of a key pair: its handle and the protection flags, never material."""
-
-    handle: KeyHandle
-    sensitive: bool
-    extractable: bool
-    always_sensitive: bool
-    never_extractable: bool
 
 
 class TokenSession:
@@ -407,7 +407,7 @@ class TokenSession:
             raise IssuerError(
                 f"{where}: the token's public key does not match the recorded fingerprint "
                 f"{handle.public_key_sha256[:16]}…",
-                "KeyMismatch",
+                Reason.KEY_MISMATCH,
             )
         key = SigningKey(handle, public_key, priv)
         _prove_possession(key)
@@ -558,7 +558,8 @@ class TokenSession:
         _check_wrapping_attributes(priv, handle.key_label)
         if public_key_fingerprint(_public_key(pub, Algorithm.RSA_3072)) != handle.public_key_sha256:
             raise IssuerError(
-                f"{where}: the token's public key does not match the recorded fingerprint", "KeyMismatch"
+                f"{where}: the token's public key does not match the recorded fingerprint",
+                Reason.KEY_MISMATCH,
             )
         return priv
 
@@ -904,7 +905,7 @@ def _public_key(pub: Any, algorithm: Algorithm) -> PublicKey:
             raw = bytes(OctetString.load(point)) if len(point) != 32 else point
             key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
     if Algorithm.of_public_key(key) is not algorithm:
-        raise IssuerError(f"{where}: the token holds a different kind of key", "KeyMismatch")
+        raise IssuerError(f"{where}: the token holds a different kind of key", Reason.KEY_MISMATCH)
     return key
 
 
@@ -923,7 +924,7 @@ def _check_wrapping_attributes(priv: Any, key_label: str) -> None:
     ):
         raise IssuerError(
             f"the key labelled {key_label!r} is not an unwrap-only, non-extractable wrapping key",
-            "KeyMismatch",
+            Reason.KEY_MISMATCH,
         )
 
 
@@ -945,5 +946,5 @@ def _prove_possession(key: SigningKey) -> None:
     except InvalidSignature:
         raise IssuerError(
             f"key {key.handle.key_label!r}: the private key in the token does not match its public key",
-            "KeyMismatch",
+            Reason.KEY_MISMATCH,
         ) from None

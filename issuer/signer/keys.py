@@ -1,4 +1,4 @@
-"""Key algorithms, key handles and PIN sources: the plain data that describes a CA key in a token.
+"""Key algorithms, key handles and issuer keys: the plain data that describes a CA key in a token.
 
 Nothing here talks to a token; these values cross process boundaries and are written to CRD status.
 """
@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from issuer.attestation import Evidence
 from issuer.errors import ConfigurationError, IssuerError
-from issuer.signer.attestation import Evidence
+from issuer.signer.policy import Policy
+from issuer.tokens import TokenConfig
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
@@ -118,53 +118,6 @@ class KeyHandle:
             raise IssuerError(f"recorded key handle lacks {missing.args[0]}", "KeyHandleInvalid") from None
 
 
-@dataclass(frozen=True)
-class PinSource:
-    """Where a token's user PIN is read from: a file (preferred) or an environment variable.
-
-    The PIN itself is never stored in this object, so it cannot leak through ``repr``, pickling to a
-    worker, or a traceback; it is read at login time only.
-    """
-
-    file: Path | None = None
-    env: str | None = None
-
-    def read(self) -> str:
-        if self.file is not None:
-            try:
-                text = self.file.read_text(encoding="utf-8")
-            except OSError as err:
-                raise ConfigurationError(f"cannot read PIN file {self.file}: {err.strerror}") from None
-            pin = text.rstrip("\r\n")
-            if not pin:
-                raise ConfigurationError(f"PIN file {self.file} is empty")
-            return pin
-        if self.env is not None:
-            pin = os.environ.get(self.env, "")
-            if not pin:
-                raise ConfigurationError(f"environment variable {self.env} holds no PIN")
-            return pin
-        raise ConfigurationError("no PIN configured: give a PIN file or TRUSTED_ISSUER_PIN")
-
-
-@dataclass(frozen=True)
-class TokenConfig:
-    """How to reach one token: the PKCS#11 module, the token (by label or serial) and its PIN source."""
-
-    module: str
-    token_label: str | None = None
-    token_serial: str | None = None
-    pin: PinSource = PinSource()
-    #: The attestation provider (``issuer.signer.attestation``) that vouches for this token's wrapping keys.
-    attestation: str = "none"
-
-    def describe(self) -> str:
-        """A short, secret-free name of the token for messages."""
-        if self.token_label:
-            return f"token {self.token_label!r}"
-        return f"token with serial {self.token_serial!r}"
-
-
 #: The wrap constructions a wrapping key can accept: RSA-OAEP (hash) of a fresh AES-256 key, then the CA
 #: key's PKCS#8 under AES key wrap with padding (RFC 5649). Which of them a token accepts is measured.
 WRAP_PARAMETERS = {"sha1": "RSA-OAEP-SHA1+AES-KWP-256", "sha256": "RSA-OAEP-SHA256+AES-KWP-256"}
@@ -204,3 +157,25 @@ class WrappingKey:
             )
         except (KeyError, TypeError) as missing:
             raise IssuerError(f"recorded wrapping key lacks {missing}", "KeyHandleInvalid") from None
+
+
+@dataclass(frozen=True)
+class KeyReport:
+    """What ``hsm keys`` shows of a key pair: its handle and the protection flags, never material."""
+
+    handle: KeyHandle
+    sensitive: bool
+    extractable: bool
+    always_sensitive: bool
+    never_extractable: bool
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    """Everything a worker needs to sign for one issuer: its token, key, CA chain and policy."""
+
+    token: TokenConfig
+    key: KeyHandle
+    ca_pem: bytes
+    policy: Policy = field(default_factory=Policy)
+    rsa_pss: bool = False

@@ -1,4 +1,4 @@
-"""The signing worker pool: the signer's surface to the rest of trusted-issuer.
+"""The signing worker pool: the :class:`~issuer.signer.operations.Signer` that runs in worker processes.
 
 Every PKCS#11 call runs in a worker process with its own PKCS#11 context (python-pkcs11 0.10.1 with
 SoftHSM2 2.6.1 crashes when two threads sign on two sessions at once; one context per process scaled
@@ -20,10 +20,10 @@ tasks still waiting in the parent are not lost.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import multiprocessing
 import os
@@ -34,19 +34,19 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal, TypeVar
 
-from issuer.errors import RetryableError
+from issuer.errors import Reason, RetryableError
 from issuer.signer import worker
-from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig, WrappingKey
-from issuer.signer.worker import IssuerKey as IssuerKey  # re-exported: the pool is the signer surface
-from issuer.signer.x509 import PEMBundle, SigningRequest, utcnow
+from issuer.signer.keys import IssuerKey
+from issuer.signer.operations import Operation, Signer
+from issuer.signer.x509 import utcnow
 
 R = TypeVar("R")
 StartMethod = Literal["spawn", "forkserver"]
@@ -66,7 +66,7 @@ _Task = tuple[int, concurrent.futures.Future[Any], bytes]  # task id, its future
 
 
 def _worker_died() -> RetryableError:
-    return RetryableError("a signing worker died while working; retry", "WorkerDied")
+    return RetryableError("a signing worker died while working; retry", Reason.WORKER_DIED)
 
 
 class _ExecutedProcess:
@@ -116,13 +116,12 @@ class _Worker:
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class SignerPool:
-    """A pool of signing worker processes with named, plain-data operations.
+class SignerPool(Signer):
+    """A pool of signing worker processes: the :class:`Signer` whose operations run in them.
 
-    Use as a context manager or call :meth:`close`. Methods come in two forms: blocking (for the CLI
-    and benchmarks) and ``a``-prefixed coroutines (for the operator's event loop, which only awaits).
-    Any method may raise ``RetryableError`` with reason ``WorkerDied`` if its worker died under it;
-    the pool has already replaced that worker, so the caller simply retries.
+    Use as a context manager or call :meth:`close`. Any operation may raise ``RetryableError`` with
+    reason ``WorkerDied`` if its worker died under it; the pool has already replaced that worker, so
+    the caller simply retries.
     """
 
     def __init__(
@@ -273,10 +272,6 @@ class SignerPool:
         """Run ``fn(*args)`` in a worker and wait for it."""
         return self.submit(fn, *args).result()
 
-    async def acall(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run ``fn(*args)`` in a worker and await it without blocking the event loop."""
-        return await asyncio.wrap_future(self.submit(fn, *args))
-
     def pickled_once(self, value: Hashable) -> bytes:
         """``value`` pickled, from a cache keyed by equality: the same bytes for equal values.
 
@@ -424,122 +419,16 @@ class SignerPool:
             for _, _, payload in batch:
                 self._write(fresh, payload)
 
-    # -- the signer's operations ---------------------------------------------------------------------
+    # -- the signer's operations (the table is issuer.signer.operations.Signer) ------------------------
 
-    def sign(self, issuer: IssuerKey, request: SigningRequest) -> PEMBundle:
-        return self.call(worker.sign_request, self.pickled_once(issuer), request, self.clock())
-
-    async def asign(self, issuer: IssuerKey, request: SigningRequest) -> PEMBundle:
-        return await self.acall(worker.sign_request, self.pickled_once(issuer), request, self.clock())
-
-    def check(self, issuer: IssuerKey) -> None:
-        self.call(worker.check_issuer, self.pickled_once(issuer), self.clock())
-
-    async def acheck(self, issuer: IssuerKey) -> None:
-        await self.acall(worker.check_issuer, self.pickled_once(issuer), self.clock())
-
-    def generate_key(self, token: TokenConfig, algorithm: Algorithm, key_label: str) -> KeyHandle:
-        return self.call(worker.generate_key, token, algorithm, key_label)
-
-    def find_key(self, token: TokenConfig, key_label: str) -> KeyHandle:
-        return self.call(worker.find_key, token, key_label)
-
-    def create_self_signed_ca(
-        self,
-        token: TokenConfig,
-        key: KeyHandle,
-        subject: str,
-        duration: timedelta,
-        *,
-        path_length: int | None = None,
-        rsa_pss: bool = False,
-    ) -> bytes:
-        return self.call(
-            worker.create_self_signed_ca, token, key, subject, duration, self.clock(), path_length, rsa_pss
-        )
-
-    def list_keys(self, token: TokenConfig) -> list[Any]:
-        return self.call(worker.list_keys, token)
-
-    def destroy_key(self, token: TokenConfig, key: KeyHandle) -> None:
-        self.call(worker.destroy_key, token, key)
-
-    # Coroutine forms for the operator's event loop.
-
-    async def agenerate_key(self, token: TokenConfig, algorithm: Algorithm, key_label: str) -> KeyHandle:
-        return await self.acall(worker.generate_key, token, algorithm, key_label)
-
-    async def afind_key(self, token: TokenConfig, key_label: str) -> KeyHandle:
-        return await self.acall(worker.find_key, token, key_label)
-
-    async def averify_key(self, token: TokenConfig, key: KeyHandle) -> KeyHandle:
-        """Prove the key is in the token and is the recorded one (looked up afresh, not cached)."""
-        return await self.acall(worker.verify_key, token, key)
-
-    async def acreate_self_signed_ca(
-        self,
-        token: TokenConfig,
-        key: KeyHandle,
-        subject: str,
-        duration: timedelta,
-        *,
-        path_length: int | None = None,
-        rsa_pss: bool = False,
-    ) -> bytes:
-        return await self.acall(
-            worker.create_self_signed_ca, token, key, subject, duration, self.clock(), path_length, rsa_pss
-        )
-
-    async def adestroy_key(self, token: TokenConfig, key: KeyHandle) -> None:
-        await self.acall(worker.destroy_key, token, key)
-
-    # -- provisioned CA keys (issue 8): wrapped import and intermediate CAs -------------------------
-
-    def generate_wrapping_key(self, token: TokenConfig, key_label: str) -> WrappingKey:
-        """An RSA-3072 unwrap-only key pair in the token, with its public key, fingerprint, the wrap
-        parameters the token accepts, and the token profile's attestation evidence."""
-        return self.call(worker.generate_wrapping_key, token, key_label)
-
-    async def agenerate_wrapping_key(self, token: TokenConfig, key_label: str) -> WrappingKey:
-        return await self.acall(worker.generate_wrapping_key, token, key_label)
-
-    def find_wrapping_key(self, token: TokenConfig, key_label: str) -> WrappingKey:
-        """The wrapping key under ``key_label``; ``IssuerError(reason="KeyNotFound")`` if absent."""
-        return self.call(worker.find_wrapping_key, token, key_label)
-
-    async def afind_wrapping_key(self, token: TokenConfig, key_label: str) -> WrappingKey:
-        return await self.acall(worker.find_wrapping_key, token, key_label)
-
-    def unwrap_key(
-        self, token: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_label: str
-    ) -> KeyHandle:
-        """Import a ``trusted-issuer provision wrap`` envelope as a sign-only, non-extractable CA key.
-
-        Raises ``IssuerError`` with reason ``WrappedForAnotherKey``, ``WrappedKeyInvalid``,
-        ``UnsupportedKeyType`` or ``WrapParameterNotSupported``, each naming what to do.
-        """
-        return self.call(worker.unwrap_key, token, wrapping, wrapped, key_label)
-
-    async def aunwrap_key(
-        self, token: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_label: str
-    ) -> KeyHandle:
-        return await self.acall(worker.unwrap_key, token, wrapping, wrapped, key_label)
-
-    def destroy_wrapping_key(self, token: TokenConfig, wrapping: KeyHandle) -> None:
-        """Destroy a wrapping key (both halves), after its import or when an import is abandoned."""
-        self.call(worker.destroy_wrapping_key, token, wrapping)
-
-    async def adestroy_wrapping_key(self, token: TokenConfig, wrapping: KeyHandle) -> None:
-        await self.acall(worker.destroy_wrapping_key, token, wrapping)
-
-    def create_ca_csr(
-        self, token: TokenConfig, key: KeyHandle, subject: str, *, path_length: int | None, rsa_pss: bool
-    ) -> str:
-        """A PEM CSR for ``key`` signed in the token, requesting CA:true (``path_length``) and
-        keyCertSign+cRLSign: what an external CA signs to make this issuer its intermediate."""
-        return self.call(worker.create_ca_csr, token, key, subject, path_length, rsa_pss)
-
-    async def acreate_ca_csr(
-        self, token: TokenConfig, key: KeyHandle, subject: str, *, path_length: int | None, rsa_pss: bool
-    ) -> str:
-        return await self.acall(worker.create_ca_csr, token, key, subject, path_length, rsa_pss)
+    def dispatch(
+        self, operation: Operation[Any, R], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> concurrent.futures.Future[R]:
+        # Issuers go pickled once (pickled_once); keyword arguments ride on a partial, so the wire
+        # format of a task stays (fn, args).
+        if any(type(arg) is IssuerKey for arg in args):
+            args = tuple(self.pickled_once(a) if type(a) is IssuerKey else a for a in args)
+        if operation.clocked:
+            args = (self.clock(), *args)
+        task = functools.partial(operation.task, **kwargs) if kwargs else operation.task
+        return self.submit(task, *args)

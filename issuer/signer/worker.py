@@ -20,16 +20,15 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
-from issuer.errors import ConfigurationError, IssuerError, RetryableError, TrustedIssuerError
-from issuer.signer import attestation, hsm, token_storage
-from issuer.signer.keys import Algorithm, KeyHandle, TokenConfig, WrappingKey
-from issuer.signer.policy import Policy
+from issuer import attestation
+from issuer.errors import ConfigurationError, IssuerError, Reason, RetryableError, TrustedIssuerError
+from issuer.signer import hsm, token_storage
+from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, KeyReport, WrappingKey
 from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
 from issuer.signer.token_keys import TokenPrivateKey, token_private_key
 from issuer.signer.x509 import (
@@ -43,6 +42,7 @@ from issuer.signer.x509 import (
     issue_checked_certificate,
     parse_subject,
 )
+from issuer.tokens import TokenConfig
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -51,17 +51,6 @@ R = TypeVar("R")
 #: Bytes of the task id ahead of each pickled task, outside the pickle: a task a worker cannot unpickle
 #: (a function it cannot import) still gets an answer rather than killing the worker.
 TASK_ID_BYTES = 8
-
-
-@dataclass(frozen=True)
-class IssuerKey:
-    """Everything a worker needs to sign for one issuer: its token, key, CA chain and policy."""
-
-    token: TokenConfig
-    key: KeyHandle
-    ca_pem: bytes
-    policy: Policy = field(default_factory=Policy)
-    rsa_pss: bool = False
 
 
 _sessions: dict[TokenConfig, hsm.TokenSession] = {}
@@ -76,7 +65,9 @@ def initialise() -> None:
 
 #: Reasons for which a token that cannot be opened may only seem absent: SoftHSM2 shows a token as
 #: missing or uninitialised to a process that reads its token.object while another process rewrites it.
-_SEEMS_ABSENT = frozenset({"TokenNotFound", "PINNotInitialized", "TokenUnavailable", "TokenError"})
+_SEEMS_ABSENT = frozenset(
+    {Reason.TOKEN_NOT_FOUND, Reason.PIN_NOT_INITIALIZED, Reason.TOKEN_UNAVAILABLE, Reason.TOKEN_ERROR}
+)
 #: Opening again after a rescan, this many times, a little later each time, before giving up.
 OPEN_RETRIES = 2
 OPEN_RETRY_DELAY = 0.05
@@ -103,7 +94,8 @@ def session(config: TokenConfig) -> hsm.TokenSession:
                 continue
             problem = token_storage.storage_problem(config.module)
             if problem is not None and (absent or isinstance(err, ConfigurationError)):
-                raise IssuerError(f"opening {config.describe()}: {problem}", "TokenStorageMissing") from None
+                message = f"opening {config.describe()}: {problem}"
+                raise IssuerError(message, Reason.TOKEN_STORAGE_MISSING) from None
             raise
         _sessions[config] = opened
         return opened
@@ -126,6 +118,13 @@ def forget(config: TokenConfig, *, rescan: bool) -> None:
         hsm.reset_module(config.module)
 
 
+#: Faults after which a task's session is dropped, and those after which the module is rescanned too.
+_SESSION_SPOILT = frozenset(
+    {Reason.PIN_INCORRECT, Reason.NOT_LOGGED_IN, Reason.TOKEN_NOT_FOUND, Reason.KEY_NOT_FOUND}
+)
+_RESCAN = frozenset({Reason.TOKEN_NOT_FOUND, Reason.KEY_NOT_FOUND})
+
+
 def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
     """Run ``run(session)``; a fault that may have killed the session drops it so the next task
     reopens it (the token came back, the PIN file changed).
@@ -143,11 +142,11 @@ def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
             raise
         except Exception as err:
             reason = getattr(err, "reason", "")
-            if reason == "KeyNotFound" and attempt == 2:
+            if reason == Reason.KEY_NOT_FOUND and attempt == 2:
                 raise  # the session that missed it was opened after a rescan: the key is not there
-            if reason in {"PINIncorrect", "NotLoggedIn", "TokenNotFound", "KeyNotFound"}:
-                forget(config, rescan=reason in {"TokenNotFound", "KeyNotFound"})
-            if reason != "KeyNotFound":
+            if reason in _SESSION_SPOILT:
+                forget(config, rescan=reason in _RESCAN)
+            if reason != Reason.KEY_NOT_FOUND:
                 raise
     raise AssertionError("unreachable: the second attempt returns or raises")
 
@@ -188,10 +187,21 @@ def _private_key(config: TokenConfig, handle: KeyHandle) -> TokenPrivateKey:
 _token_keys: dict[KeyHandle, tuple[hsm.SigningKey, TokenPrivateKey]] = {}
 
 
-# -- tasks --------------------------------------------------------------------------------------------
+def _unless_missing(run: Callable[[], R], missing: R) -> R:
+    """``run()``, or ``missing`` when the token has no such key: for callers to whom that is an answer.
+    ``_on_token`` looked again after a rescan before reporting ``KeyNotFound``, so the miss is real."""
+    try:
+        return run()
+    except IssuerError as err:
+        if err.reason != Reason.KEY_NOT_FOUND:
+            raise
+    return missing
 
 
-def sign_request(issuer: IssuerKey | bytes, request: SigningRequest, now: datetime) -> PEMBundle:
+# -- tasks: each is one entry of the signer's table (issuer.signer.operations.Signer) ------------------
+
+
+def sign_request(now: datetime, issuer: IssuerKey | bytes, request: SigningRequest) -> PEMBundle:
     """The whole pipeline for one request: parse and verify the CSR, apply policy, build, sign in token.
 
     ``issuer`` may be an ``IssuerKey`` or, as the pool sends it, one pickled by ``pickled_once``.
@@ -210,9 +220,10 @@ def sign_request(issuer: IssuerKey | bytes, request: SigningRequest, now: dateti
     return _on_token(key_issuer.token, run)
 
 
-def check_issuer(issuer: IssuerKey | bytes, now: datetime) -> None:
+def check_issuer(now: datetime, issuer: IssuerKey | bytes) -> datetime:
     """Is the key in the token, is it the recorded key, and does the CA certificate belong to it and
-    stand valid now? ``issuer`` as for :func:`sign_request`."""
+    stand valid now? Returns the issuing CA certificate's not-after, so the caller need not parse it.
+    ``issuer`` as for :func:`sign_request`."""
     key_issuer = _issuer(issuer)
     ca = _ca_chain(key_issuer.ca_pem)
 
@@ -221,6 +232,7 @@ def check_issuer(issuer: IssuerKey | bytes, now: datetime) -> None:
         check_ca_usable(ca, key_issuer.key.public_key_sha256, now)
 
     _on_token(key_issuer.token, run)
+    return ca.issuer.not_valid_after_utc
 
 
 def generate_key(config: TokenConfig, algorithm: Algorithm, key_label: str) -> KeyHandle:
@@ -228,7 +240,13 @@ def generate_key(config: TokenConfig, algorithm: Algorithm, key_label: str) -> K
 
 
 def find_key(config: TokenConfig, key_label: str) -> KeyHandle:
+    """The key pair under ``key_label``; ``IssuerError`` (``KeyNotFound``) when there is none."""
     return _on_token(config, lambda s: s.find_by_label(key_label))
+
+
+def find_key_or_none(config: TokenConfig, key_label: str) -> KeyHandle | None:
+    """As :func:`find_key`, where a missing key is an answer (``None``), not a failure."""
+    return _unless_missing(lambda: find_key(config, key_label), None)
 
 
 def verify_key(config: TokenConfig, handle: KeyHandle) -> KeyHandle:
@@ -238,11 +256,12 @@ def verify_key(config: TokenConfig, handle: KeyHandle) -> KeyHandle:
 
 
 def create_self_signed_ca(
+    now: datetime,
     config: TokenConfig,
     handle: KeyHandle,
     subject: str,
     duration: timedelta,
-    now: datetime,
+    *,
     path_length: int | None = None,
     rsa_pss: bool = False,
 ) -> bytes:
@@ -263,8 +282,9 @@ def create_ca_csr(
     config: TokenConfig,
     handle: KeyHandle,
     subject: str,
-    path_length: int | None = None,
-    rsa_pss: bool = False,
+    *,
+    path_length: int | None,
+    rsa_pss: bool,
 ) -> str:
     """A CA CSR (PEM) for a token key, signed in the token."""
     name = parse_subject(subject)
@@ -299,7 +319,13 @@ def generate_wrapping_key(config: TokenConfig, key_label: str) -> WrappingKey:
 
 
 def find_wrapping_key(config: TokenConfig, key_label: str) -> WrappingKey:
+    """The wrapping key under ``key_label``; ``IssuerError`` (``KeyNotFound``) if absent."""
     return _wrapping_key(config, _on_token(config, lambda s: s.find_wrapping_key(key_label)))
+
+
+def find_wrapping_key_or_none(config: TokenConfig, key_label: str) -> WrappingKey | None:
+    """As :func:`find_wrapping_key`, where a missing key is an answer (``None``)."""
+    return _unless_missing(lambda: find_wrapping_key(config, key_label), None)
 
 
 def unwrap_key(config: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_label: str) -> KeyHandle:
@@ -311,16 +337,38 @@ def unwrap_key(config: TokenConfig, wrapping: KeyHandle, wrapped: bytes, key_lab
 
 
 def destroy_wrapping_key(config: TokenConfig, wrapping: KeyHandle) -> None:
+    """Destroy a wrapping key (both halves), after its import or when an import is abandoned."""
     _on_token(config, lambda s: s.destroy_wrapping_key(wrapping))
 
 
-def list_keys(config: TokenConfig) -> list[hsm.KeyReport]:
+def destroy_wrapping_key_if_present(config: TokenConfig, wrapping: KeyHandle) -> bool:
+    """As :func:`destroy_wrapping_key`; ``False`` when it was already gone."""
+
+    def run() -> bool:
+        destroy_wrapping_key(config, wrapping)
+        return True
+
+    return _unless_missing(run, False)
+
+
+def list_keys(config: TokenConfig) -> list[KeyReport]:
     return _on_token(config, lambda s: s.list_keys())
 
 
 def destroy_key(config: TokenConfig, handle: KeyHandle) -> None:
+    """Destroy a CA key pair; ``IssuerError`` (``KeyNotFound``) when it is not in the token."""
     _on_token(config, lambda s: s.destroy_key(handle))
     _token_keys.pop(handle, None)
+
+
+def destroy_key_if_present(config: TokenConfig, handle: KeyHandle) -> bool:
+    """As :func:`destroy_key`; ``False`` when the key was already gone."""
+
+    def run() -> bool:
+        destroy_key(config, handle)
+        return True
+
+    return _unless_missing(run, False)
 
 
 def private_key_attribute(config: TokenConfig, handle: KeyHandle, attribute: str) -> object:

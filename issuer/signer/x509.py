@@ -8,6 +8,7 @@ every problem with the CA is an ``IssuerError``.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -64,12 +65,18 @@ class SigningRequest:
 
 @dataclass(frozen=True)
 class PEMBundle:
-    """What goes back to cert-manager: the chain (leaf first, never the root) and the root CA."""
+    """What goes back to cert-manager: the chain (leaf first, never the root) and the root CA, with
+    what the controller records of the leaf (serial, subject, SANs, not-after), learned where it was
+    built so nobody parses the PEM again on the event loop."""
 
     chain_pem: bytes
     ca_pem: bytes
     serial_number: int
     not_after: datetime
+    #: The leaf's subject, RFC 4514.
+    subject: str = ""
+    #: The leaf's subject alternative names as ``DNS:...``, ``IP:...``, ``URI:...``, ``email:...``.
+    sans: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -549,7 +556,22 @@ def issue_checked_certificate(
         ca_pem=ca.root_pem,
         serial_number=certificate.serial_number,
         not_after=certificate.not_valid_after_utc,
+        subject=certificate.subject.rfc4514_string(),
+        sans=described_sans(names),
     )
+
+
+_SAN_PREFIX: dict[type, str] = {
+    x509.DNSName: "DNS",
+    x509.IPAddress: "IP",
+    x509.UniformResourceIdentifier: "URI",
+    x509.RFC822Name: "email",
+}
+
+
+def described_sans(names: Sequence[x509.GeneralName]) -> tuple[str, ...]:
+    """Subject alternative names as the audit trail writes them: ``DNS:web.apps.svc``, ``IP:10.0.0.7``."""
+    return tuple(f"{_SAN_PREFIX.get(type(name), type(name).__name__)}:{name.value}" for name in names)
 
 
 def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from issuer.signer.keys import TokenConfig
+from issuer.tokens import TokenConfig
 from tests.chart.rendering import NAMESPACE
 from tests.cluster.controlplane import OPERATOR_USER, BinariesMissing, ControlPlane, binaries_dir
 from tests.cluster.install import chart_operator_args, chart_operator_env, install, operator_kubeconfig

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from issuer.signer.keys import TokenConfig
+from issuer.tokens import TokenConfig
 from tests.cluster.conftest import (
     Live,
     admin_of,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from issuer.signer.keys import TokenConfig
+from issuer.tokens import TokenConfig
 from tests.cluster.conftest import admin_of, assert_no_forbidden, control_plane_binaries, start_operator
 from tests.cluster.controlplane import OPERATOR_USER, ControlPlane
 from tests.cluster.install import install

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from issuer.signer.keys import TokenConfig
+from issuer.tokens import TokenConfig
 from tests.conftest import unique_label
 from tests.csrs import leaf_key, make_csr, pem_armour
 from tests.verifiers import openssl_verify, pkilint_errors

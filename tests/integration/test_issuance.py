@@ -13,10 +13,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from issuer.signer.keys import Algorithm
+from issuer.signer.keys import Algorithm, IssuerKey
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
-from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import SigningRequest
 from tests.conftest import CAFactory
 from tests.csrs import LEAF_KEY_TYPES, leaf_key, make_csr
@@ -29,7 +28,7 @@ SERVER_CLIENT = ("digital signature", "key encipherment", "server auth", "client
 def _issue(pool: SignerPool, cas: CAFactory, algorithm: Algorithm, request: SigningRequest, **policy: object):
     ca = cas.get(algorithm)
     issuer = IssuerKey(ca.token, ca.key, ca.pem, Policy(**policy))  # type: ignore[arg-type]
-    bundle = pool.sign(issuer, request)
+    bundle = pool.sign.blocking(issuer, request)
     leaf = x509.load_pem_x509_certificates(bundle.chain_pem)[0]
     return ca, bundle, leaf
 
@@ -88,7 +87,9 @@ def test_signature_algorithms_match_the_ca_key(pool: SignerPool, cas: CAFactory)
 def test_rsa_pss_signatures_verify(pool: SignerPool, cas: CAFactory) -> None:
     ca = cas.get(Algorithm.RSA_3072)
     issuer = IssuerKey(ca.token, ca.key, ca.pem, Policy(), rsa_pss=True)
-    bundle = pool.sign(issuer, SigningRequest(make_csr(dns=["pss.example.com"]), usages=SERVER_CLIENT))
+    bundle = pool.sign.blocking(
+        issuer, SigningRequest(make_csr(dns=["pss.example.com"]), usages=SERVER_CLIENT)
+    )
     leaf = x509.load_pem_x509_certificate(bundle.chain_pem)
     assert leaf.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS
     openssl_verify(bundle.chain_pem, bundle.ca_pem, purpose="sslserver")
@@ -227,7 +228,9 @@ class TestCertManagerConformance:
 def test_certificate_never_outlives_its_ca(pool: SignerPool, cas: CAFactory) -> None:
     short = cas.new(Algorithm.ECDSA_P256, duration=timedelta(hours=48))
     issuer = IssuerKey(short.token, short.key, short.pem, Policy())
-    bundle = pool.sign(issuer, SigningRequest(make_csr(dns=["x.example.com"]), timedelta(hours=2160)))
+    bundle = pool.sign.blocking(
+        issuer, SigningRequest(make_csr(dns=["x.example.com"]), timedelta(hours=2160))
+    )
     leaf = x509.load_pem_x509_certificate(bundle.chain_pem)
     ca = x509.load_pem_x509_certificate(short.pem)
     assert leaf.not_valid_after_utc == ca.not_valid_after_utc
@@ -238,7 +241,7 @@ def test_serials_are_random_positive_and_large(pool: SignerPool, cas: CAFactory)
     ca = cas.get(Algorithm.ECDSA_P256)
     issuer = IssuerKey(ca.token, ca.key, ca.pem, Policy())
     csr = make_csr(dns=["serial.example.com"])
-    serials = {pool.sign(issuer, SigningRequest(csr)).serial_number for _ in range(20)}
+    serials = {pool.sign.blocking(issuer, SigningRequest(csr)).serial_number for _ in range(20)}
     assert len(serials) == 20
     assert all(0 < s < 2**159 for s in serials)
     assert sum(s.bit_length() >= 64 for s in serials) == 20

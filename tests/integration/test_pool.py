@@ -14,11 +14,11 @@ import pytest
 from cryptography import x509
 
 from issuer.errors import RetryableError
-from issuer.signer.keys import Algorithm, TokenConfig
+from issuer.signer.keys import Algorithm, IssuerKey
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
-from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import SigningRequest
+from issuer.tokens import TokenConfig
 from tests.conftest import CAFactory
 from tests.csrs import make_csr
 from tests.integration import worker_probe
@@ -38,7 +38,7 @@ def test_many_concurrent_signatures_on_two_workers_all_verify(pool: SignerPool, 
     issuer = IssuerKey(ca.token, ca.key, ca.pem, Policy())
     requests = [SigningRequest(make_csr(dns=[f"w{i}.example.com"])) for i in range(200)]
     with concurrent.futures.ThreadPoolExecutor(8) as threads:
-        bundles = list(threads.map(lambda r: pool.sign(issuer, r), requests))
+        bundles = list(threads.map(lambda r: pool.sign.blocking(issuer, r), requests))
     names = set()
     for bundle in bundles:
         leaf = x509.load_pem_x509_certificate(bundle.chain_pem)
@@ -68,7 +68,7 @@ def test_async_signing_does_not_block_and_returns_certificates(pool: SignerPool,
 
         tick_task = asyncio.create_task(ticker())
         bundles = await asyncio.gather(
-            *(pool.asign(issuer, SigningRequest(make_csr(dns=[f"a{i}.example.com"]))) for i in range(50))
+            *(pool.sign(issuer, SigningRequest(make_csr(dns=[f"a{i}.example.com"]))) for i in range(50))
         )
         tick_task.cancel()
         return [ticks, len({b.serial_number for b in bundles})]
@@ -83,7 +83,7 @@ def test_a_killed_worker_fails_its_task_as_retryable_and_the_pool_heals(
 ) -> None:
     ca = cas.get(Algorithm.ECDSA_P256)
     issuer = IssuerKey(ca.token, ca.key, ca.pem, Policy())
-    own_pool.sign(issuer, SigningRequest(make_csr(dns=["before.example.com"])))
+    own_pool.sign.blocking(issuer, SigningRequest(make_csr(dns=["before.example.com"])))
     victims = {own_pool.call(os.getpid) for _ in range(8)}
     failures: list[BaseException] = []
 
@@ -105,7 +105,7 @@ def test_a_killed_worker_fails_its_task_as_retryable_and_the_pool_heals(
     bundle = None
     for _ in range(3):  # the executor may still be settling; a caller retries RetryableError
         try:
-            bundle = own_pool.sign(issuer, SigningRequest(make_csr(dns=["after.example.com"])))
+            bundle = own_pool.sign.blocking(issuer, SigningRequest(make_csr(dns=["after.example.com"])))
             break
         except RetryableError:
             time.sleep(0.2)
@@ -152,7 +152,7 @@ def test_a_worker_is_a_lean_process_of_its_own(token_config: TokenConfig) -> Non
 def test_a_forkserver_pool_signs_too(cas: CAFactory) -> None:
     ca = cas.get(Algorithm.ECDSA_P256)
     with SignerPool(1, start_method="forkserver") as own:
-        bundle = own.sign(
+        bundle = own.sign.blocking(
             IssuerKey(ca.token, ca.key, ca.pem, Policy()), SigningRequest(make_csr(dns=["f.example.com"]))
         )
     openssl_verify(bundle.chain_pem, bundle.ca_pem)

@@ -34,18 +34,11 @@ from issuer.errors import IssuerError, PermanentError
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer import provision, worker
 from issuer.signer.chain import check_imported_ca, check_issuing_chain
-from issuer.signer.keys import (
-    Algorithm,
-    KeyHandle,
-    PinSource,
-    TokenConfig,
-    WrappingKey,
-    public_key_fingerprint,
-)
+from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, WrappingKey, public_key_fingerprint
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
-from issuer.signer.worker import IssuerKey
 from issuer.signer.x509 import SigningRequest
+from issuer.tokens import PinSource, TokenConfig
 from tests.conftest import unique_label
 from tests.csrs import make_csr
 from tests.verifiers import openssl_verify, web_pki_verify
@@ -101,7 +94,7 @@ def self_signed(
 
 @pytest.fixture(scope="module")
 def wrapping(pool: SignerPool, token_config: TokenConfig) -> WrappingKey:
-    return pool.generate_wrapping_key(token_config, unique_label("wrapping"))
+    return pool.generate_wrapping_key.blocking(token_config, unique_label("wrapping"))
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +147,7 @@ def test_wrapping_key_is_unwrap_only_sensitive_and_persistent(
     assert wrapping.evidence.binds_sha256 == wrapping.sha256
     # Found again by label, by another pool (as after an operator restart).
     with SignerPool(1) as fresh:
-        assert fresh.find_wrapping_key(token_config, wrapping.handle.key_label) == wrapping
+        assert fresh.find_wrapping_key.blocking(token_config, wrapping.handle.key_label) == wrapping
 
 
 def test_wrapping_key_refuses_to_leave_the_token(wrapping: WrappingKey, direct_session: Any) -> None:
@@ -168,12 +161,12 @@ def test_wrapping_key_refuses_to_leave_the_token(wrapping: WrappingKey, direct_s
 
 def test_a_signing_key_is_not_taken_for_a_wrapping_key(pool: SignerPool, token_config: TokenConfig) -> None:
     label = unique_label("not-wrapping")
-    pool.generate_key(token_config, Algorithm.RSA_3072, label)
+    pool.generate_key.blocking(token_config, Algorithm.RSA_3072, label)
     with pytest.raises(IssuerError) as caught:
-        pool.find_wrapping_key(token_config, label)
+        pool.find_wrapping_key.blocking(token_config, label)
     assert caught.value.reason == "KeyMismatch"
     with pytest.raises(IssuerError) as missing:
-        pool.find_wrapping_key(token_config, unique_label("absent"))
+        pool.find_wrapping_key.blocking(token_config, unique_label("absent"))
     assert missing.value.reason == "KeyNotFound"
 
 
@@ -187,7 +180,9 @@ def imported(
     handles = {}
     for kind in IMPORT_KINDS:
         blob = provision.wrap_private_key(wrapping_public, software_ca_key(kind))
-        handles[kind] = pool.unwrap_key(token_config, wrapping.handle, blob, unique_label(f"imported-{kind}"))
+        handles[kind] = pool.unwrap_key.blocking(
+            token_config, wrapping.handle, blob, unique_label(f"imported-{kind}")
+        )
     return handles
 
 
@@ -202,7 +197,7 @@ def test_imported_root_issues_leaves_that_verify(
     root_pem = self_signed(key, f"imported {kind} root")
     chain = check_imported_ca(root_pem, handle.public_key_sha256, datetime.now(UTC))
     assert chain.root == chain.issuer
-    bundle = pool.sign(
+    bundle = pool.sign.blocking(
         IssuerKey(token_config, handle, root_pem),
         SigningRequest(
             csr_pem=make_csr(dns=[f"{kind}.example.com"]), usages=("server auth", "digital signature")
@@ -214,7 +209,7 @@ def test_imported_root_issues_leaves_that_verify(
         bundle.chain_pem, root_pem, dns_name=f"{kind}.example.com", client=False, at=datetime.now(UTC)
     )
     # The pool's check path agrees too: the key in the token is the recorded one.
-    pool.check(IssuerKey(token_config, handle, root_pem))
+    pool.check.blocking(IssuerKey(token_config, handle, root_pem))
 
 
 @pytest.mark.parametrize("kind", IMPORT_KINDS)
@@ -257,11 +252,11 @@ def test_sha256_oaep_goes_as_far_as_the_token_lets_it(
     blob = provision.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p256"), hash_name="sha256")
     label = unique_label("imported-sha256")
     if SHA256_PARAMETER in wrapping.parameters:
-        handle = pool.unwrap_key(token_config, wrapping.handle, blob, label)
+        handle = pool.unwrap_key.blocking(token_config, wrapping.handle, blob, label)
         assert handle.public_key_sha256 == public_key_fingerprint(software_ca_key("ecdsa-p256").public_key())
         return
     with pytest.raises(IssuerError) as caught:
-        pool.unwrap_key(token_config, wrapping.handle, blob, label)
+        pool.unwrap_key.blocking(token_config, wrapping.handle, blob, label)
     assert caught.value.reason == "WrapParameterNotSupported"
     assert "--oaep-hash sha1" in caught.value.message
     pytest.skip(
@@ -273,17 +268,17 @@ def test_sha256_oaep_goes_as_far_as_the_token_lets_it(
 def test_the_wrapping_key_is_destroyed_after_import(
     pool: SignerPool, token_config: TokenConfig, direct_session: Any
 ) -> None:
-    once = pool.generate_wrapping_key(token_config, unique_label("wrapping-once"))
+    once = pool.generate_wrapping_key.blocking(token_config, unique_label("wrapping-once"))
     public = provision.load_wrapping_public_key(once.public_pem.encode())
     blob = provision.wrap_private_key(public, software_ca_key("ecdsa-p256"))
-    pool.unwrap_key(token_config, once.handle, blob, unique_label("imported-once"))
-    pool.destroy_wrapping_key(token_config, once.handle)
+    pool.unwrap_key.blocking(token_config, once.handle, blob, unique_label("imported-once"))
+    pool.destroy_wrapping_key.blocking(token_config, once.handle)
     assert _objects(direct_session, once.handle.key_label) == []
     with pytest.raises(IssuerError) as gone:
-        pool.unwrap_key(token_config, once.handle, blob, unique_label("imported-twice"))
+        pool.unwrap_key.blocking(token_config, once.handle, blob, unique_label("imported-twice"))
     assert gone.value.reason == "KeyNotFound"
     with pytest.raises(IssuerError) as missing:
-        pool.find_wrapping_key(token_config, once.handle.key_label)
+        pool.find_wrapping_key.blocking(token_config, once.handle.key_label)
     assert missing.value.reason == "KeyNotFound"
 
 
@@ -311,7 +306,7 @@ def _with_public_key(blob: bytes, other: provision.PrivateKey) -> bytes:
 
 @pytest.fixture(scope="module")
 def other_wrapping(pool: SignerPool, token_config: TokenConfig) -> WrappingKey:
-    return pool.generate_wrapping_key(token_config, unique_label("wrapping-other"))
+    return pool.generate_wrapping_key.blocking(token_config, unique_label("wrapping-other"))
 
 
 BlobMaker = Callable[[rsa.RSAPublicKey, rsa.RSAPublicKey, str], bytes]
@@ -396,13 +391,13 @@ def test_import_errors_are_named_and_leave_nothing_behind(
     blob = make(wrapping_public, other, wrapping.sha256)
     label = unique_label(f"bad-{case}")
     with pytest.raises(IssuerError) as caught:
-        pool.unwrap_key(token_config, wrapping.handle, blob, label)
+        pool.unwrap_key.blocking(token_config, wrapping.handle, blob, label)
     assert caught.value.reason == reason, caught.value.message
     assert _objects(direct_session, label) == []
     # The wrapping key is unharmed and still imports a good blob afterwards.
     good = provision.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p256"))
     assert (
-        pool.unwrap_key(token_config, wrapping.handle, good, unique_label("good-after")).algorithm
+        pool.unwrap_key.blocking(token_config, wrapping.handle, good, unique_label("good-after")).algorithm
         is Algorithm.ECDSA_P256
     )
 
@@ -417,8 +412,8 @@ def test_importing_again_under_the_same_label_returns_the_same_key(
     """A controller that crashed after the import but before recording the handle just asks again."""
     label = unique_label("imported-twice")
     blob = provision.wrap_private_key(wrapping_public, software_ca_key("rsa-2048"))
-    first = pool.unwrap_key(token_config, wrapping.handle, blob, label)
-    again = pool.unwrap_key(
+    first = pool.unwrap_key.blocking(token_config, wrapping.handle, blob, label)
+    again = pool.unwrap_key.blocking(
         token_config,
         wrapping.handle,
         provision.wrap_private_key(wrapping_public, software_ca_key("rsa-2048")),
@@ -438,9 +433,9 @@ def test_a_taken_label_is_refused(
     """A label that holds another key is never reused, whatever the blob."""
     blob = provision.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p384"))
     with pytest.raises(PermanentError, match="already holds a key"):
-        pool.unwrap_key(token_config, wrapping.handle, blob, imported["ecdsa-p256"].key_label)
+        pool.unwrap_key.blocking(token_config, wrapping.handle, blob, imported["ecdsa-p256"].key_label)
     with pytest.raises(PermanentError, match="already holds a key"):
-        pool.unwrap_key(token_config, wrapping.handle, blob, wrapping.handle.key_label)
+        pool.unwrap_key.blocking(token_config, wrapping.handle, blob, wrapping.handle.key_label)
 
 
 def test_softhsm_cannot_unwrap_ed25519(direct_session: Any, token_config: TokenConfig) -> None:
@@ -560,12 +555,12 @@ def test_intermediate_under_a_root_in_a_second_token(
     algorithm: Algorithm, two_token_pool: SignerPool, token_config: TokenConfig, root_token: TokenConfig
 ) -> None:
     pool = two_token_pool
-    root_key = pool.generate_key(root_token, Algorithm.ECDSA_P384, unique_label("offline-root"))
-    root_pem = pool.create_self_signed_ca(
+    root_key = pool.generate_key.blocking(root_token, Algorithm.ECDSA_P384, unique_label("offline-root"))
+    root_pem = pool.create_self_signed_ca.blocking(
         root_token, root_key, "CN=offline root,O=tests", timedelta(days=3650)
     )
-    key = pool.generate_key(token_config, algorithm, unique_label("intermediate"))
-    csr_pem = pool.create_ca_csr(
+    key = pool.generate_key.blocking(token_config, algorithm, unique_label("intermediate"))
+    csr_pem = pool.create_ca_csr.blocking(
         token_config, key, "CN=mesh intermediate,O=tests", path_length=0, rsa_pss=False
     )
     csr = x509.load_pem_x509_csr(csr_pem.encode())
@@ -576,7 +571,7 @@ def test_intermediate_under_a_root_in_a_second_token(
     usage = csr.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.key_cert_sign and usage.crl_sign
     # The root signs it offline, as `trusted-issuer sign --is-ca` does with the root token.
-    signed = pool.sign(
+    signed = pool.sign.blocking(
         IssuerKey(root_token, root_key, root_pem, Policy(allow_ca=True)),
         SigningRequest(
             csr_pem=csr_pem.encode(),
@@ -590,8 +585,8 @@ def test_intermediate_under_a_root_in_a_second_token(
     assert chain.root.public_bytes(serialization.Encoding.PEM) == root_pem
     ca_pem = signed.chain_pem + root_pem
     issuer = IssuerKey(token_config, key, ca_pem)
-    pool.check(issuer)
-    bundle = pool.sign(
+    pool.check.blocking(issuer)
+    bundle = pool.sign.blocking(
         issuer,
         SigningRequest(
             csr_pem=make_csr(dns=["svc.example.com"]), usages=("server auth", "digital signature")
@@ -623,9 +618,11 @@ def test_intermediate_signed_by_openssl_under_a_software_root(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    key = pool.generate_key(token_config, Algorithm.ECDSA_P256, unique_label("openssl-intermediate"))
+    key = pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, unique_label("openssl-intermediate"))
     (tmp_path / "req.pem").write_text(
-        pool.create_ca_csr(token_config, key, "CN=openssl-signed intermediate", path_length=0, rsa_pss=False)
+        pool.create_ca_csr.blocking(
+            token_config, key, "CN=openssl-signed intermediate", path_length=0, rsa_pss=False
+        )
     )
     (tmp_path / "ext.cnf").write_text(
         "[v3]\nbasicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n"
@@ -660,7 +657,7 @@ def test_intermediate_signed_by_openssl_under_a_software_root(
     inter_pem = (tmp_path / "inter.pem").read_bytes()
     now = datetime.now(UTC)
     check_issuing_chain(inter_pem, root_pem, key.public_key_sha256, now, path_length=0)
-    bundle = pool.sign(
+    bundle = pool.sign.blocking(
         IssuerKey(token_config, key, inter_pem + root_pem),
         SigningRequest(csr_pem=make_csr(dns=["o.example.com"]), usages=("server auth", "digital signature")),
     )
@@ -670,9 +667,11 @@ def test_intermediate_signed_by_openssl_under_a_software_root(
 
 
 def test_rsa_pss_ca_csr(pool: SignerPool, token_config: TokenConfig) -> None:
-    key = pool.generate_key(token_config, Algorithm.RSA_2048, unique_label("pss-intermediate"))
+    key = pool.generate_key.blocking(token_config, Algorithm.RSA_2048, unique_label("pss-intermediate"))
     csr = x509.load_pem_x509_csr(
-        pool.create_ca_csr(token_config, key, "CN=pss intermediate", path_length=None, rsa_pss=True).encode()
+        pool.create_ca_csr.blocking(
+            token_config, key, "CN=pss intermediate", path_length=None, rsa_pss=True
+        ).encode()
     )
     assert csr.is_signature_valid
     assert csr.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS
@@ -728,7 +727,7 @@ def test_cli_wrap_then_import(
     body = b"".join(key_pem.splitlines()[1:-1])
     assert body not in blob and body.decode() not in done.stdout + done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.key", "wk.pem", "wrapped-key.bin"]
-    handle = pool.unwrap_key(token_config, wrapping.handle, blob, unique_label("cli-imported"))
+    handle = pool.unwrap_key.blocking(token_config, wrapping.handle, blob, unique_label("cli-imported"))
     assert handle.public_key_sha256 == report["publicKeySHA256"]
 
 

@@ -21,8 +21,9 @@ from issuer.errors import IssuerError
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer import hsm, token_storage, worker
 from issuer.signer.devtoken import DevToken, init_dev_token
-from issuer.signer.keys import Algorithm, PinSource, TokenConfig
+from issuer.signer.keys import Algorithm
 from issuer.signer.pool import SignerPool
+from issuer.tokens import PinSource, TokenConfig
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def _token_subdirectory(token: DevToken) -> Path:
 
 
 def _labels(pool: SignerPool, config: TokenConfig) -> list[str]:
-    return [report.handle.key_label for report in pool.list_keys(config)]
+    return [report.handle.key_label for report in pool.list_keys.blocking(config)]
 
 
 # -- tasks run inside a worker process ------------------------------------------------------------------
@@ -100,7 +101,7 @@ def test_a_token_that_only_seems_missing_is_opened_after_a_rescan(
 ) -> None:
     token, config = own_token
     with SignerPool(1) as own:
-        own.generate_key(config, Algorithm.ECDSA_P256, "seems-missing")
+        own.generate_key.blocking(config, Algorithm.ECDSA_P256, "seems-missing")
     with SignerPool(1) as fresh:  # no session yet: the worker must open the token
         pauses, listed = fresh.call(
             list_keys_while_the_token_comes_back,
@@ -117,7 +118,7 @@ def test_a_token_that_stays_missing_is_reported_after_the_retries(
     token, config = own_token
     shutil.move(_token_subdirectory(token), tmp_path / "aside")
     with SignerPool(1) as own, pytest.raises(IssuerError) as missing:
-        own.list_keys(config)
+        own.list_keys.blocking(config)
     assert missing.value.reason == "TokenNotFound"  # the storage directory is there: not a storage fault
 
 
@@ -127,10 +128,10 @@ def test_missing_token_storage_is_named_and_the_token_is_found_when_it_returns(
     token, config = own_token
     aside = tmp_path / "aside"
     with SignerPool(1) as own:
-        own.generate_key(config, Algorithm.ECDSA_P256, "storage")
+        own.generate_key.blocking(config, Algorithm.ECDSA_P256, "storage")
         token.token_dir.rename(aside)
         with SignerPool(1) as fresh, pytest.raises(IssuerError) as never_started:
-            fresh.list_keys(config)  # its module cannot even initialise
+            fresh.list_keys.blocking(config)  # its module cannot even initialise
         assert never_started.value.reason == "TokenStorageMissing"
         assert str(token.token_dir) in never_started.value.message
         assert "missing" in never_started.value.message
@@ -138,7 +139,7 @@ def test_missing_token_storage_is_named_and_the_token_is_found_when_it_returns(
         # cannot initialise again while the storage is gone, and says so.
         own.call(functools.partial(worker.forget, rescan=True), config)
         with pytest.raises(IssuerError) as gone:
-            own.list_keys(config)
+            own.list_keys.blocking(config)
         assert gone.value.reason == "TokenStorageMissing"
         aside.rename(token.token_dir)
         assert _labels(own, config) == ["storage"]
@@ -160,7 +161,7 @@ def test_a_key_another_worker_just_created_is_destroyed_not_reported_missing(
     with SignerPool(1) as first, SignerPool(1) as second:
         assert _labels(first, config) == []
         before = set(subdirectory.iterdir())
-        handle = second.generate_key(config, Algorithm.ECDSA_P256, "made-by-the-second")
+        handle = second.generate_key.blocking(config, Algorithm.ECDSA_P256, "made-by-the-second")
         new_objects = [p for p in set(subdirectory.iterdir()) - before if p.suffix == ".object"]
         assert len(new_objects) == 2  # the public and the private key
         for path in new_objects:
@@ -168,8 +169,8 @@ def test_a_key_another_worker_just_created_is_destroyed_not_reported_missing(
         assert _labels(first, config) == []  # the first worker now holds the new generation, no key
         for path in new_objects:
             (aside / path.name).rename(path)
-        first.destroy_key(config, handle)
+        first.destroy_key.blocking(config, handle)
         assert _labels(second, config) == []
         with pytest.raises(IssuerError) as gone:
-            first.destroy_key(config, handle)
+            first.destroy_key.blocking(config, handle)
         assert gone.value.reason == "KeyNotFound"

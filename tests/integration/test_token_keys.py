@@ -17,8 +17,9 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from issuer.errors import IssuerError, PermanentError
 from issuer.signer import worker
-from issuer.signer.keys import Algorithm, KeyHandle, PinSource, TokenConfig
+from issuer.signer.keys import Algorithm, KeyHandle
 from issuer.signer.pool import SignerPool
+from issuer.tokens import PinSource, TokenConfig
 from tests.conftest import unique_label
 
 ALGORITHMS = list(Algorithm)
@@ -26,7 +27,9 @@ ALGORITHMS = list(Algorithm)
 
 @pytest.fixture(scope="module")
 def generated(pool: SignerPool, token_config: TokenConfig) -> dict[Algorithm, KeyHandle]:
-    return {a: pool.generate_key(token_config, a, unique_label(f"keys-{a.value}")) for a in ALGORITHMS}
+    return {
+        a: pool.generate_key.blocking(token_config, a, unique_label(f"keys-{a.value}")) for a in ALGORITHMS
+    }
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +126,11 @@ def test_handle_describes_the_key_and_lists_it(
     assert handle.token_label == token_config.token_label
     assert len(handle.key_id) == 32 and int(handle.key_id, 16) >= 0
     assert len(handle.public_key_sha256) == 64
-    listed = {r.handle.key_label: r for r in pool.list_keys(token_config)}
+    listed = {r.handle.key_label: r for r in pool.list_keys.blocking(token_config)}
     report = listed[handle.key_label]
     assert report.handle == handle
     assert report.sensitive and not report.extractable and report.never_extractable
-    assert pool.find_key(token_config, handle.key_label) == handle
+    assert pool.find_key.blocking(token_config, handle.key_label) == handle
     assert pool.call(worker.verify_key, token_config, handle) == handle
 
 
@@ -161,24 +164,24 @@ def test_handle_from_another_token_is_refused(
 
 def test_a_label_names_one_key(pool: SignerPool, token_config: TokenConfig) -> None:
     label = unique_label("once")
-    pool.generate_key(token_config, Algorithm.ECDSA_P256, label)
+    pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, label)
     with pytest.raises(PermanentError, match="already holds a key labelled"):
-        pool.generate_key(token_config, Algorithm.ECDSA_P256, label)
+        pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, label)
 
 
 @pytest.mark.parametrize("label", ["", " leading-space", "a" * 129, "evil\nlabel", "-dash-first"])
 def test_unsafe_labels_are_refused(pool: SignerPool, token_config: TokenConfig, label: str) -> None:
     with pytest.raises(PermanentError, match="key label"):
-        pool.generate_key(token_config, Algorithm.ECDSA_P256, label)
+        pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, label)
 
 
 def test_destroyed_key_is_gone_for_good(pool: SignerPool, token_config: TokenConfig) -> None:
-    handle = pool.generate_key(token_config, Algorithm.ECDSA_P256, unique_label("doomed"))
-    pool.destroy_key(token_config, handle)
+    handle = pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, unique_label("doomed"))
+    pool.destroy_key.blocking(token_config, handle)
     with pytest.raises(IssuerError) as gone:
         pool.call(worker.verify_key, token_config, handle)
     assert gone.value.reason == "KeyNotFound"
-    assert handle.key_label not in {r.handle.key_label for r in pool.list_keys(token_config)}
+    assert handle.key_label not in {r.handle.key_label for r in pool.list_keys.blocking(token_config)}
 
 
 def test_a_rejected_pin_is_not_tried_again_until_it_changes(tmp_path, token_config: TokenConfig) -> None:
@@ -188,13 +191,13 @@ def test_a_rejected_pin_is_not_tried_again_until_it_changes(tmp_path, token_conf
     wrong = replace(token_config, pin=PinSource(file=pin_file))
     with SignerPool(1) as own:
         with pytest.raises(IssuerError) as first:
-            own.list_keys(wrong)
+            own.list_keys.blocking(wrong)
         assert first.value.reason == "PINIncorrect" and "not retried" not in first.value.message
         with pytest.raises(IssuerError) as second:
-            own.list_keys(wrong)
+            own.list_keys.blocking(wrong)
         assert (
             second.value.reason == "PINIncorrect" and "not retried until it changes" in second.value.message
         )
         if token_config.pin.file:
             pin_file.write_text(token_config.pin.read() + "\n")
-            assert own.list_keys(wrong)  # the right PIN in the same file works at once
+            assert own.list_keys.blocking(wrong)  # the right PIN in the same file works at once

@@ -23,7 +23,7 @@ import requests
 import yaml
 from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
 
-from issuer.signer.keys import TokenConfig
+from issuer.tokens import TokenConfig
 from tests.operator.kube import Kube
 
 ROOT = Path(__file__).resolve().parents[2]

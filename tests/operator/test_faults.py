@@ -26,7 +26,7 @@ from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer.devtoken import DevToken, init_dev_token
-from issuer.signer.keys import PinSource, TokenConfig
+from issuer.tokens import PinSource, TokenConfig
 from tests.csrs import make_csr
 from tests.operator.conftest import OUR_CRDS, Cluster, Operator, operator_env, wait_until
 from tests.operator.kube import (

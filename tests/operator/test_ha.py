@@ -35,7 +35,7 @@ from issuer.controller.replica.election import (
 )
 from issuer.errors import ConfigurationError, RetryableError
 from issuer.settings import Settings
-from issuer.signer.keys import TokenConfig
+from issuer.tokens import TokenConfig
 from tests.csrs import make_csr
 from tests.operator.conftest import LEASE_TIMING, OUR_CRDS, Operator, operator_env, token_profile, wait_until
 from tests.operator.kube import (

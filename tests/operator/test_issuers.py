@@ -27,13 +27,15 @@ def test_a_recorded_key_that_vanished_is_an_error_never_replaced(cluster: Cluste
     path = f"{ISSUER_PATH.format(ns=namespace)}/ca"
     kube.create(ISSUER_PATH.format(ns=namespace), issuer_body("ca", namespace=namespace))
     before = _ready(cluster, path)["status"]["keyHandle"]
-    pool.destroy_key(cluster.token, KeyHandle.from_status(before))  # someone with token access deletes it
+    pool.destroy_key.blocking(
+        cluster.token, KeyHandle.from_status(before)
+    )  # someone with token access deletes it
     # A spec change makes the operator reconcile now rather than at its next periodic check.
     kube.call("PATCH", path, {"spec": {"policy": {"maxDuration": "48h"}}}, "application/merge-patch+json")
     broken = kube.wait(path, lambda o: condition(o).get("status") == "False")
     assert condition(broken)["reason"] == "KeyNotFound"
     assert broken["status"]["keyHandle"] == before  # still the recorded key: nothing generated in its place
-    labels = [r.handle.key_label for r in pool.list_keys(cluster.token)]
+    labels = [r.handle.key_label for r in pool.list_keys.blocking(cluster.token)]
     assert before["keyLabel"] not in labels
 
 
@@ -55,7 +57,7 @@ def test_adopting_a_key_outside_the_issuers_scope_is_refused(cluster: Cluster, p
 def test_adopting_a_key_in_scope_works(cluster: Cluster, pool: SignerPool) -> None:
     kube, namespace = cluster.kube, _ns(cluster, "adopt")
     label = f"ti:ns/{namespace}/imported"
-    handle = pool.generate_key(cluster.token, Algorithm.ECDSA_P384, label)
+    handle = pool.generate_key.blocking(cluster.token, Algorithm.ECDSA_P384, label)
     body = issuer_body("adopter", namespace=namespace, algorithm="ecdsa-p384")
     body["spec"]["key"]["adopt"] = {"keyLabel": label}
     kube.create(ISSUER_PATH.format(ns=namespace), body)
@@ -87,7 +89,7 @@ def test_deletion_keeps_the_key_unless_destroy_is_asked(cluster: Cluster, pool: 
     except AssertionError:
         left = [kube.get(f"{issuers}/{n}")["metadata"] for n in ("keep", "burn") if not gone(n)]
         raise AssertionError(f"not deleted: {left}") from None
-    labels = {r.handle.key_label for r in pool.list_keys(cluster.token)}
+    labels = {r.handle.key_label for r in pool.list_keys.blocking(cluster.token)}
     assert kept in labels
     assert burnt not in labels
 

@@ -18,7 +18,7 @@ import requests
 import yaml
 from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 
-from issuer.signer.keys import TokenConfig
+from issuer.tokens import TokenConfig
 from tests.operator.conftest import OUR_CRDS, Operator, _free_port, operator_env, token_profile, wait_until
 from tests.operator.kube import Kube
 

@@ -295,9 +295,9 @@ def test_import_a_ca_key_end_to_end(
     assert_no_key_material(cluster, ready)
     # The one-time wrapping key is gone from the token; the imported key is there, sign-only.
     with pytest.raises(IssuerError) as gone:
-        pool.find_wrapping_key(cluster.token, wrapping["keyHandle"]["keyLabel"])
+        pool.find_wrapping_key.blocking(cluster.token, wrapping["keyHandle"]["keyLabel"])
     assert gone.value.reason == "KeyNotFound"
-    assert pool.find_key(cluster.token, status["keyHandle"]["keyLabel"]) == KeyHandle.from_status(
+    assert pool.find_key.blocking(cluster.token, status["keyHandle"]["keyLabel"]) == KeyHandle.from_status(
         status["keyHandle"]
     )
 
@@ -390,7 +390,7 @@ def test_import_errors_are_named_and_recoverable(cluster: Cluster, pool: SignerP
     ready = kube.wait(path, lambda o: condition(o).get("status") == "True")
     assert ready["status"]["keyHandle"]["publicKeySHA256"] == public_key_fingerprint(ca_key.public_key())
     # A failed attempt left no stray key behind under the issuer's label (one key with it, the good one).
-    labels = [r.handle.key_label for r in pool.list_keys(cluster.token)]
+    labels = [r.handle.key_label for r in pool.list_keys.blocking(cluster.token)]
     assert labels.count(ready["status"]["keyHandle"]["keyLabel"]) == 1
 
 
@@ -572,7 +572,7 @@ def test_a_vanished_wrapping_key_is_replaced_and_old_blobs_are_refused(
     root = ca_certificate("ca root", ca_key)
     stale_blob = wrap_with_cli(cluster.workdir, first["publicKeyPEM"], ca_key)
     # Someone with token access deletes the advertised wrapping key before the import.
-    pool.destroy_wrapping_key(cluster.token, KeyHandle.from_status(first["keyHandle"]))
+    pool.destroy_wrapping_key.blocking(cluster.token, KeyHandle.from_status(first["keyHandle"]))
     renewed = kube.wait(
         path,
         lambda o: (

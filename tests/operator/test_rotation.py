@@ -136,9 +136,12 @@ def test_rotation_publishes_before_signing_and_destroys_only_on_request(
     assert signing_new and published and published[0] < signing_new[0], (published, signing_new)
 
     # The retired key stays in the token until the user asks; then it is destroyed, and recorded.
-    assert pool.find_key(cluster.token, old_key["keyLabel"]).public_key_sha256 == old_key["publicKeySHA256"]
+    assert (
+        pool.find_key.blocking(cluster.token, old_key["keyLabel"]).public_key_sha256
+        == old_key["publicKeySHA256"]
+    )
     time.sleep(3)  # a few rotation ticks and rechecks later, still there: never destroyed silently
-    assert pool.find_key(cluster.token, old_key["keyLabel"]).key_id == old_key["keyID"]
+    assert pool.find_key.blocking(cluster.token, old_key["keyLabel"]).key_id == old_key["keyID"]
     kube.call(
         "PATCH",
         path,
@@ -147,10 +150,10 @@ def test_rotation_publishes_before_signing_and_destroys_only_on_request(
     )
     destroyed = kube.wait(path, lambda o: bool(o["status"]["retiredKeys"][0].get("destroyedAt")))["status"]
     with pytest.raises(IssuerError) as gone:
-        pool.find_key(cluster.token, old_key["keyLabel"])
+        pool.find_key.blocking(cluster.token, old_key["keyLabel"])
     assert gone.value.reason == "KeyNotFound"
     assert old_ca not in x509.load_pem_x509_certificates(destroyed["ca"].encode())
-    assert pool.find_key(cluster.token, new_key["keyLabel"]).key_id == new_key["keyID"]
+    assert pool.find_key.blocking(cluster.token, new_key["keyLabel"]).key_id == new_key["keyID"]
     assert condition(kube.get(path))["status"] == "True"
     assert "destroyed retired key" in cluster.operator.log()
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 
-from issuer.signer.keys import TokenConfig
+from issuer.tokens import TokenConfig
 from tests.csrs import make_csr
 from tests.operator.conftest import OUR_CRDS, Operator, operator_env, token_profile, wait_until
 from tests.operator.kube import (

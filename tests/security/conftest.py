@@ -26,7 +26,7 @@ from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, SandboxThread
 
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer.devtoken import DevToken
-from issuer.signer.keys import PinSource, TokenConfig
+from issuer.tokens import PinSource, TokenConfig
 from tests.operator.conftest import OUR_CRDS, Cluster, Operator, operator_env
 from tests.operator.kube import Kube
 from tests.security.secret_forms import SecretScanner, pin_secret

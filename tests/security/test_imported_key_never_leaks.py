@@ -72,7 +72,7 @@ def imported(secure: SecureCluster) -> dict[str, Any]:
     )
     label = f"ti:ns/{NAMESPACE}/known-root"
     with canary_pool(secure) as pool:
-        wrapping = pool.generate_wrapping_key(secure.cluster.token, f"wrap-{NAMESPACE}")
+        wrapping = pool.generate_wrapping_key.blocking(secure.cluster.token, f"wrap-{NAMESPACE}")
         wrapping_file = workdir / "wrapping.pem"
         wrapping_file.write_text(wrapping.public_pem)
         wrapped = workdir / "wrapped.bin"
@@ -85,8 +85,8 @@ def imported(secure: SecureCluster) -> dict[str, Any]:
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr[-500:]
-        handle = pool.unwrap_key(secure.cluster.token, wrapping.handle, wrapped.read_bytes(), label)
-        pool.destroy_wrapping_key(secure.cluster.token, wrapping.handle)
+        handle = pool.unwrap_key.blocking(secure.cluster.token, wrapping.handle, wrapped.read_bytes(), label)
+        pool.destroy_wrapping_key.blocking(secure.cluster.token, wrapping.handle)
     key_file.unlink()  # the clear key exists only in this test's memory from here on
     assert handle.algorithm is Algorithm.ECDSA_P256
 

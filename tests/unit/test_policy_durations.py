@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
+from issuer.durations import format_duration, parse_duration
 from issuer.errors import PermanentError
-from issuer.signer.policy import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

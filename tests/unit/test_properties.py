@@ -31,8 +31,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from issuer.durations import parse_duration
 from issuer.errors import PermanentError
-from issuer.signer.policy import Policy, parse_duration
+from issuer.signer.policy import Policy
 from issuer.signer.x509 import SigningRequest, check_csr, issue_checked_certificate
 from tests.unit.conftest import NOW, IssuingCA, build_csr, make_ca, software_key
 

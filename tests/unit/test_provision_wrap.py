@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 
+from issuer import attestation
+from issuer.attestation import Evidence, NoAttestation, report_data
 from issuer.errors import ConfigurationError, IssuerError
 from issuer.profiles import load_profiles
 from issuer.settings import Settings
-from issuer.signer import attestation, provision
-from issuer.signer.attestation import Evidence, NoAttestation, report_data
+from issuer.signer import provision
 from issuer.signer.keys import Algorithm, KeyHandle, WrappingKey, public_key_fingerprint
 
 

@@ -25,7 +25,7 @@ from issuer import api
 from issuer.controller.issuers.spec import IssuerSpec
 from issuer.controller.registry import describe, issuer_ref
 from issuer.errors import IssuerError, TrustedIssuerError
-from issuer.signer.keys import KeyHandle, WrappingKey
+from issuer.signer.api import KeyHandle, WrappingKey
 
 _Parsed = TypeVar("_Parsed")
 REASON_KEY_OUT_OF_SCOPE = "KeyOutOfScope"

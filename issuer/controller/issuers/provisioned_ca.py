@@ -30,10 +30,17 @@ from issuer.controller.issuers.status import IssuerStatus, StatusPatch
 from issuer.controller.kubeapi import NotFound, own_namespace
 from issuer.controller.runtime import Runtime
 from issuer.errors import IssuerError, PendingError
-from issuer.signer.chain import check_imported_ca, check_issuing_chain
-from issuer.signer.keys import KeyHandle, TokenConfig, WrappingKey, public_key_fingerprint
-from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
-from issuer.signer.x509 import CAChain
+from issuer.signer.api import (
+    CAChain,
+    KeyHandle,
+    WrappingKey,
+    check_imported_ca,
+    check_issuing_chain,
+    check_wrapped_for,
+    parse_wrapped_key,
+    public_key_fingerprint,
+)
+from issuer.tokens import TokenConfig
 
 WRAPPED_KEY = "wrapped-key.bin"
 CERTIFICATE = "tls.crt"
@@ -174,7 +181,7 @@ async def imported(
     # Imported already (perhaps by a run that died before recording it): tidy up, then use the chain.
     if status.wrapping_key:
         wrapping = scope.wrapping_key(status.wrapping_key, "wrappingKey")
-        await _destroy_wrapping_key(runtime, token, wrapping.handle)
+        await runtime.pool.destroy_wrapping_key_if_present(token, wrapping.handle)
         patch.wrapping_key(None)
     data = await _read_secret(runtime, place, spec.import_secret)
     from_secret: CAChain | None = None
@@ -206,21 +213,8 @@ async def _imported_key(
 ) -> KeyHandle | None:
     recorded = status.key_handle
     if recorded:
-        return await runtime.pool.averify_key(token, scope.signing_key(recorded, "keyHandle")[0])
-    try:
-        return await runtime.pool.afind_key(token, place.key_label)
-    except IssuerError as err:
-        if err.reason != "KeyNotFound":
-            raise
-    return None
-
-
-async def _destroy_wrapping_key(runtime: Runtime, token: TokenConfig, handle: KeyHandle) -> None:
-    try:
-        await runtime.pool.adestroy_wrapping_key(token, handle)
-    except IssuerError as err:
-        if err.reason != "KeyNotFound":
-            raise
+        return await runtime.pool.verify_key(token, scope.signing_key(recorded, "keyHandle")[0])
+    return await runtime.pool.find_key_or_none(token, place.key_label)
 
 
 async def _wrapping_key(
@@ -229,16 +223,14 @@ async def _wrapping_key(
     """The wrapping key to advertise: looked up afresh in the token every time (one that vanished must
     not stay advertised), found by label after a crash, or made."""
     label = wrapping_key_label(place.key_label)
-    try:
-        return await runtime.pool.afind_wrapping_key(token, label)
-    except IssuerError as err:
-        if err.reason != "KeyNotFound":
-            raise
+    found = await runtime.pool.find_wrapping_key_or_none(token, label)
+    if found is not None:
+        return found
     if status.wrapping_key:
         # Nothing was imported with it yet, so a new one costs only a new wrap; a blob made for the old
         # one is refused by name (WrappedForAnotherKey).
         log.warning(f"the advertised wrapping key {label!r} is gone from the token: publishing a new one")
-    return await runtime.pool.agenerate_wrapping_key(token, label)
+    return await runtime.pool.generate_wrapping_key(token, label)
 
 
 async def _import(
@@ -281,14 +273,14 @@ async def _import(
         raise IssuerError(f"Secret {where}: {err.message}", err.reason) from None
     now = runtime.clock()
     check_secret_chain(data, envelope.public_key_sha256, now, path_length=None, where=where)
-    handle = await runtime.pool.aunwrap_key(token, wrapping.handle, blob, place.key_label)
+    handle = await runtime.pool.unwrap_key(token, wrapping.handle, blob, place.key_label)
     try:
         # The envelope's public key is a claim; the unwrapped key in the token is the fact.
         chain = check_secret_chain(data, handle.public_key_sha256, now, path_length=None, where=where)
     except IssuerError:
-        await runtime.pool.adestroy_key(token, handle)
+        await runtime.pool.destroy_key(token, handle)
         raise
-    await _destroy_wrapping_key(runtime, token, wrapping.handle)
+    await runtime.pool.destroy_wrapping_key_if_present(token, wrapping.handle)
     patch.wrapping_key(None)
     patch.key_import(
         spec.import_secret,
@@ -352,7 +344,7 @@ async def intermediate(
     if chain is None or renewal_due:
         csr = status.ca_csr
         if not _csr_fits(csr, handle, spec):
-            csr = await runtime.pool.acreate_ca_csr(
+            csr = await runtime.pool.create_ca_csr(
                 token, handle, spec.subject, path_length=spec.path_length, rsa_pss=spec.rsa_pss
             )
         patch.ca_csr(csr)

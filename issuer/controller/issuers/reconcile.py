@@ -15,10 +15,10 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kopf
-from cryptography import x509
 
 from issuer import api, metrics
 from issuer.backoff import backoff
@@ -31,11 +31,10 @@ from issuer.controller.issuers.spec import CASource, IssuerSpec, KeySource
 from issuer.controller.issuers.status import IssuerStatus, StatusPatch
 from issuer.controller.registry import IssuerRef, IssuerState, issuer_ref, metric_label
 from issuer.controller.runtime import Runtime
-from issuer.errors import IssuerError, PendingError, PermanentError, TrustedIssuerError
+from issuer.errors import PIN_REJECTED, IssuerError, PendingError, PermanentError, Reason, TrustedIssuerError
 from issuer.settings import Settings
-from issuer.signer.keys import KeyHandle, TokenConfig
-from issuer.signer.policy import tightening_message
-from issuer.signer.pool import IssuerKey
+from issuer.signer.api import IssuerKey, KeyHandle, tightening_message
+from issuer.tokens import TokenConfig
 
 #: The recheck timer's tick; an issuer is reconciled again once ``issuer_recheck_interval`` has passed
 #: since it was last looked at (by any handler), so the interval is a setting, not a decoration.
@@ -71,16 +70,16 @@ async def _signing_key(
                 "create a new issuer to change it",
                 "KeyAlgorithmChanged",
             )
-        await runtime.pool.averify_key(token, handle)
+        await runtime.pool.verify_key(token, handle)
         return handle, generation
     if spec.adopt_label:
         label = scope.check_adoptable()
-        handle = await runtime.pool.afind_key(token, label)
+        handle = await runtime.pool.find_key(token, label)
         if handle.algorithm is not spec.algorithm:
             raise IssuerError(
-                f"key {label!r} is {handle.algorithm.value}, not {spec.algorithm.value}", "KeyMismatch"
+                f"key {label!r} is {handle.algorithm.value}, not {spec.algorithm.value}", Reason.KEY_MISMATCH
             )
-        await runtime.pool.averify_key(token, handle)
+        await runtime.pool.verify_key(token, handle)
         return handle, 0
     return await rotation.find_or_generate(runtime, token, spec, scope.base_label), 0
 
@@ -92,6 +91,8 @@ class Ready:
     signing: IssuerKey
     trust_pem: bytes
     note: str = ""
+    #: The issuing CA certificate's not-after, as the signer's check found it.
+    ca_not_after: datetime | None = None
 
 
 async def reconcile(
@@ -133,8 +134,8 @@ async def reconcile(
 
 async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outcome: Outcome) -> Ready:
     signing = IssuerKey(token, outcome.handle, outcome.ca_pem, spec.policy, spec.rsa_pss)
-    await runtime.pool.acheck(signing)
-    return Ready(signing, outcome.trust_pem, outcome.note)
+    ca_not_after = await runtime.pool.check(signing)
+    return Ready(signing, outcome.trust_pem, outcome.note, ca_not_after)
 
 
 async def _reconcile_and_report(
@@ -177,7 +178,7 @@ async def _report(
         report = logger.warning if changed else logger.info
         writer.ready(conditions, False, err.reason, err.message, now, generation)
         metrics.ISSUER_READY.labels(metric_label(ref)).set(0)
-        if err.reason in ("PINIncorrect", "PINLocked", "PINExpired"):
+        if err.reason in PIN_REJECTED:
             profile = str((body.get("spec") or {}).get("tokenProfile", ""))
             metrics.TOKEN_LOGIN_FAILURES.labels(profile).inc()
         if isinstance(err, PermanentError):
@@ -203,8 +204,8 @@ async def _report(
     state.ready, state.signing, state.message = True, signing, message
     state.trust_pem = ready.trust_pem
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)
-    ca = x509.load_pem_x509_certificate(signing.ca_pem)
-    metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ca.not_valid_after_utc.timestamp())
+    if ready.ca_not_after is not None:
+        metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ready.ca_not_after.timestamp())
     runtime.requests.wake(runtime.issuers.woken(ref))
 
 
@@ -336,11 +337,7 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
         if isinstance(found, TrustedIssuerError):
             log.warning(f"deletionPolicy=Destroy: key left in the token: {found.reason}: {found.message}")
             continue
-        try:
-            await runtime.pool.adestroy_key(profile.token, found)
-        except IssuerError as err:
-            if err.reason != "KeyNotFound":
-                raise
+        if not await runtime.pool.destroy_key_if_present(profile.token, found):
             continue
         log.info(f"destroyed key label={found.key_label!r} id={found.key_id} (deletionPolicy=Destroy)")
     if status.wrapping_key:
@@ -351,7 +348,7 @@ async def destroy_keys(runtime: Runtime, kind: str, body: Mapping[str, Any], log
             log.warning(f"deletionPolicy=Destroy: key left in the token: {err.reason}: {err.message}")
             return
         with contextlib.suppress(IssuerError):
-            await runtime.pool.adestroy_wrapping_key(profile.token, wrapping.handle)
+            await runtime.pool.destroy_wrapping_key(profile.token, wrapping.handle)
 
 
 #: The kinds whose handlers are registered in this process (kopf's default registry is process-wide).

@@ -35,8 +35,9 @@ from issuer.controller.issuers.key_scope import KeyScope, rotation_key_label
 from issuer.controller.issuers.spec import IssuerSpec
 from issuer.controller.issuers.status import IssuerStatus, StatusPatch, next_key_record, retired_record
 from issuer.controller.runtime import Runtime
-from issuer.errors import IssuerError, PermanentError
-from issuer.signer.keys import KeyHandle, TokenConfig, public_key_fingerprint
+from issuer.errors import PermanentError
+from issuer.signer.api import KeyHandle, public_key_fingerprint
+from issuer.tokens import TokenConfig
 
 USE_SIGNING = "Signing"
 USE_NEXT = "Next"
@@ -141,20 +142,18 @@ class Outcome:
 async def _new_ca(
     runtime: Runtime, token: TokenConfig, handle: KeyHandle, spec: IssuerSpec
 ) -> dict[str, Any]:
-    pem = await runtime.pool.acreate_self_signed_ca(
+    pem = await runtime.pool.create_self_signed_ca(
         token, handle, spec.subject, spec.ca_duration, path_length=spec.path_length, rsa_pss=spec.rsa_pss
     )
     return {**st.ca_entry(pem), "publicKeySHA256": handle.public_key_sha256}
 
 
 async def find_or_generate(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, label: str) -> KeyHandle:
-    try:
-        # A crash after generating but before recording leaves our own key behind: take it back.
-        return await runtime.pool.afind_key(token, label)
-    except IssuerError as err:
-        if err.reason != "KeyNotFound":
-            raise
-    return await runtime.pool.agenerate_key(token, spec.algorithm, label)
+    # A crash after generating but before recording leaves our own key behind: take it back.
+    found = await runtime.pool.find_key_or_none(token, label)
+    if found is not None:
+        return found
+    return await runtime.pool.generate_key(token, spec.algorithm, label)
 
 
 async def self_signed(
@@ -182,7 +181,7 @@ async def self_signed(
     if plan.switch:
         assert next_record is not None
         upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
-        await runtime.pool.averify_key(token, upcoming)
+        await runtime.pool.verify_key(token, upcoming)
         retired.append(retired_record(handle, generation, now))
         log.info(
             f"rotation: signing with generation {next_record['generation']} key {upcoming.key_label!r} "
@@ -206,7 +205,7 @@ async def self_signed(
         )
     elif next_record is not None:
         upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
-        await runtime.pool.averify_key(token, upcoming)
+        await runtime.pool.verify_key(token, upcoming)
 
     # Destroy retired keys only when asked, and only those whose retirement was already published.
     published_retired = {str((r.get("keyHandle") or {}).get("publicKeySHA256")) for r in status.retired_keys}
@@ -218,11 +217,7 @@ async def self_signed(
             old, _ = scope.signing_key(record["keyHandle"], "retiredKeys[].keyHandle")
             if old.key_label == handle.key_label:
                 continue  # never the key that signs (status.retiredKeys may have been rewritten)
-            try:
-                await runtime.pool.adestroy_key(token, old)
-            except IssuerError as err:
-                if err.reason != "KeyNotFound":
-                    raise
+            await runtime.pool.destroy_key_if_present(token, old)
             record["destroyedAt"] = rfc3339(now)
             log.warning(
                 f"rotation: destroyed retired key {old.key_label!r} id={old.key_id} "

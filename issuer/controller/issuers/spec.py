@@ -14,9 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 from issuer import api
+from issuer.durations import parse_duration
 from issuer.errors import ConfigurationError, PermanentError
-from issuer.signer.keys import Algorithm
-from issuer.signer.policy import Policy, parse_duration
+from issuer.signer.api import Algorithm, Policy
 
 
 class KeySource(enum.StrEnum):

@@ -16,7 +16,7 @@ from typing import Any
 from issuer import api
 from issuer.clock import rfc3339
 from issuer.controller import conditions
-from issuer.signer.keys import KeyHandle, WrappingKey
+from issuer.signer.api import KeyHandle, WrappingKey
 
 # The status fields of our CRDs (crds/*.yaml), each spelled once.
 KEY_HANDLE = "keyHandle"

@@ -35,6 +35,7 @@ every status write (``requests.py``), so even an overlap could not publish twice
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import logging
@@ -46,15 +47,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from issuer.clock import parse_rfc3339, rfc3339_micro
 from issuer.controller.kubeapi import Conflict, Credentials, KubeClient, NotFound, own_namespace
 from issuer.errors import RetryableError, TrustedIssuerError
-from issuer.signer.pool import IssuerKey, SignerPool
-from issuer.signer.x509 import PEMBundle, SigningRequest
+from issuer.signer.api import Operation, Signer
 
 log = logging.getLogger("trusted-issuer.election")
+R = TypeVar("R")
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
@@ -351,13 +352,21 @@ class FencedKubeClient(KubeClient):
         return await super().request(method, path, body, content_type, answer=answer)
 
 
-class FencedSignerPool(SignerPool):
-    """A signer pool whose signatures stop the instant this replica stops holding the Lease. Without a
-    fence (leader election off) it is a plain pool; a standby has no request path at all."""
+class FencedSigner(Signer):
+    """A signer whose signatures stop the instant this replica stops holding the Lease; it wraps the
+    signer that does the work and hands it every operation. Without a fence (leader election off) it
+    only delegates; a standby has no request path at all."""
 
-    fence: Leadership | None = None
+    def __init__(self, inner: Signer, fence: Leadership | None = None) -> None:
+        self.inner = inner
+        self.fence = fence
 
-    async def asign(self, issuer: IssuerKey, request: SigningRequest) -> PEMBundle:
-        if self.fence is not None:
+    def dispatch(
+        self, operation: Operation[Any, R], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> concurrent.futures.Future[R]:
+        if operation is Signer.sign and self.fence is not None:
             self.fence.check("signing")
-        return await super().asign(issuer, request)
+        return self.inner.dispatch(operation, args, kwargs)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -29,7 +29,7 @@ from aiohttp import web
 from issuer.api import ENV_PREFIX
 from issuer.errors import ConfigurationError, TrustedIssuerError
 from issuer.profiles import TokenProfile
-from issuer.signer.pool import SignerPool
+from issuer.signer.api import Signer
 
 log = logging.getLogger("trusted-issuer.health")
 
@@ -76,14 +76,14 @@ async def heartbeat(health: Health) -> None:
         await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
-async def check_tokens(health: Health, pool: SignerPool, profiles: Mapping[str, TokenProfile]) -> None:
+async def check_tokens(health: Health, pool: Signer, profiles: Mapping[str, TokenProfile]) -> None:
     """One readiness check: a worker logs in to each profile's token and lists its keys, all profiles
     at once (one slow token does not hold the others' answers back). A PIN the token rejected is not
     retried by the worker until it changes, so checking never locks a PIN."""
 
     async def check(state: TokenState, profile: TokenProfile) -> None:
         try:
-            await asyncio.to_thread(pool.list_keys, profile.token)
+            await pool.list_keys(profile.token)
         except TrustedIssuerError as err:
             state.reached, state.reason = False, err.reason
         except RuntimeError:  # the pool is closed: the replica is stopping
@@ -96,7 +96,7 @@ async def check_tokens(health: Health, pool: SignerPool, profiles: Mapping[str, 
 
 
 async def watch_tokens(
-    health: Health, pool: SignerPool, profiles: Mapping[str, TokenProfile], interval: float
+    health: Health, pool: Signer, profiles: Mapping[str, TokenProfile], interval: float
 ) -> None:
     """Check every ``interval`` seconds; runs until cancelled."""
     while True:

@@ -33,7 +33,7 @@ from issuer.controller.registry import IssuerRegistry
 from issuer.controller.replica import health as probes
 from issuer.controller.replica.election import (
     FencedKubeClient,
-    FencedSignerPool,
+    FencedSigner,
     Leadership,
     LeaseElector,
     LeaseTiming,
@@ -44,7 +44,7 @@ from issuer.controller.requests import processing as requests
 from issuer.controller.runtime import Runtime
 from issuer.profiles import Profiles, load_profiles
 from issuer.settings import Settings
-from issuer.signer.pool import SignerPool
+from issuer.signer.api import Signer, SignerPool
 
 log = logging.getLogger("trusted-issuer.replica")
 
@@ -71,7 +71,7 @@ class Replica:
 
     settings: Settings
     profiles: Profiles
-    pool: SignerPool
+    pool: Signer
     health: probes.Health
     leadership: Leadership | None
     #: kopf's stop flag for this run; see ``cleanup``.
@@ -178,7 +178,8 @@ async def _replica(settings: Settings, namespaces: Collection[str], liveness_end
         loop.add_signal_handler(signum, stopping.set)
     profiles = load_profiles(settings.profiles_file, settings)
     health = probes.Health()
-    pool = FencedSignerPool(settings.workers, start_method=settings.worker_start_method)  # type: ignore[arg-type]
+    pool = SignerPool(settings.workers, start_method=settings.worker_start_method)  # type: ignore[arg-type]
+    signer = FencedSigner(pool)
     tasks = [asyncio.create_task(probes.heartbeat(health), name="heartbeat")]
     server = await probes.serve(health, settings.health_port) if settings.health_port else None
     metrics.watch_pool(lambda: pool.workers, lambda: pool.restarts)
@@ -194,7 +195,7 @@ async def _replica(settings: Settings, namespaces: Collection[str], liveness_end
         tasks.append(asyncio.create_task(probes.watch_tokens(health, pool, profiles.by_name, interval)))
         if settings.leader_election:
             elector = _elector(settings, await asyncio.to_thread(Credentials.load))
-            pool.fence = elector.leadership
+            signer.fence = elector.leadership
             health.role = "standby"
             log.info(
                 f"standby identity={elector.identity} lease={elector.namespace}/{elector.name} "
@@ -203,7 +204,9 @@ async def _replica(settings: Settings, namespaces: Collection[str], liveness_end
             if not await elector.acquire(stopping):
                 return 0
         health.role = "leader"
-        lost = await _lead(settings, profiles, pool, health, elector, stopping, namespaces, liveness_endpoint)
+        lost = await _lead(
+            settings, profiles, signer, health, elector, stopping, namespaces, liveness_endpoint
+        )
     finally:
         health.role = "stopping"
         if elector is not None:
@@ -241,7 +244,7 @@ def _elector(settings: Settings, credentials: Credentials) -> LeaseElector:
 async def _lead(
     settings: Settings,
     profiles: Profiles,
-    pool: SignerPool,
+    pool: Signer,
     health: probes.Health,
     elector: LeaseElector | None,
     stopping: asyncio.Event,

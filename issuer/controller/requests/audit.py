@@ -12,9 +12,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cryptography import x509
-
-from issuer.signer.x509 import PEMBundle
+from issuer.signer.api import PEMBundle
 
 log = logging.getLogger("trusted-issuer.audit")
 
@@ -46,36 +44,20 @@ class Issuance:
         key_label: str,
         key_id: str,
     ) -> Issuance:
-        """Describe ``bundle``'s leaf certificate (the first in its chain)."""
-        leaf = x509.load_pem_x509_certificate(bundle.chain_pem)
+        """Describe ``bundle``'s leaf certificate (the first in its chain), from what the signer
+        learned while building it."""
         return cls(
             kind=kind,
             request=request,
             issuer=issuer,
             requester=requester,
             serial=f"{bundle.serial_number:x}",
-            subject=leaf.subject.rfc4514_string(),
-            sans=_sans(leaf),
+            subject=bundle.subject,
+            sans=bundle.sans,
             not_after=bundle.not_after.isoformat(),
             key_label=key_label,
             key_id=key_id,
         )
-
-
-def _sans(cert: x509.Certificate) -> tuple[str, ...]:
-    try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ()
-    return tuple(f"{_SAN_PREFIX.get(type(name), type(name).__name__)}:{name.value}" for name in names)
-
-
-_SAN_PREFIX: dict[type, str] = {
-    x509.DNSName: "DNS",
-    x509.IPAddress: "IP",
-    x509.UniformResourceIdentifier: "URI",
-    x509.RFC822Name: "email",
-}
 
 
 def issued(record: Issuance) -> None:

@@ -39,9 +39,10 @@ from issuer.errors import (
     IssuerError,
     PendingError,
     PermanentError,
+    Reason,
     TrustedIssuerError,
 )
-from issuer.signer.x509 import PEMBundle
+from issuer.signer.api import PEMBundle
 
 log = logging.getLogger("trusted-issuer.requests")
 
@@ -50,7 +51,7 @@ log = logging.getLogger("trusted-issuer.requests")
 FIRST_BACKOFF, MAX_BACKOFF = 0.5, 60.0
 PUBLISH_ATTEMPTS = 5
 #: Reasons of passing signer faults that mean the token itself is unreachable.
-TOKEN_FAULTS = frozenset({"TokenUnavailable"})
+TOKEN_FAULTS = frozenset({Reason.TOKEN_UNAVAILABLE})
 
 
 def _key(kind: RequestKind, body: Mapping[str, Any]) -> RequestKey:
@@ -263,7 +264,7 @@ async def _process(runtime: Runtime, kind: RequestKind, key: RequestKey) -> None
         await kind.authorize(runtime.client, body, ref)
         request = kind.signing_request(body)
         with metrics.TOKEN_OPERATION_SECONDS.labels("sign").time():
-            bundle = issuer.trusted(await runtime.pool.asign(issuer.signing, request))
+            bundle = issuer.trusted(await runtime.pool.sign(issuer.signing, request))
     except PermanentError as err:
         await _fail(runtime, kind, key, body, err.message, now)
         return

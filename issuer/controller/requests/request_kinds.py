@@ -22,9 +22,9 @@ from issuer.controller import conditions as st
 from issuer.controller.kubeapi import KubeClient
 from issuer.controller.registry import IssuerRef, issuer_ref
 from issuer.controller.requests import status as request_status
+from issuer.durations import parse_duration
 from issuer.errors import PermanentError
-from issuer.signer.policy import parse_duration
-from issuer.signer.x509 import PEMBundle, SigningRequest
+from issuer.signer.api import PEMBundle, SigningRequest
 
 CSR_DURATION_ANNOTATION = "experimental.cert-manager.io/request-duration"
 CSR_IS_CA_ANNOTATION = "experimental.cert-manager.io/request-is-ca"
