@@ -75,17 +75,21 @@ def install(plane: ControlPlane, values: dict[str, Any] | None = None) -> None:
         }
     ):
         plane.kubectl("create", "namespace", namespace)
-    manifest = yaml.safe_dump_all(rendered.objects)
-    plane.kubectl(
-        "apply",
-        "--server-side",
-        f"--field-manager={FIELD_MANAGER}",
-        "-n",
-        NAMESPACE,
-        "-f",
-        "-",
-        stdin=manifest,
-    )
+    # kubectl applies one namespace at a time: the release's objects, then each Secret-access Role's.
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for obj in rendered.objects:
+        by_namespace.setdefault(str(obj["metadata"].get("namespace") or NAMESPACE), []).append(obj)
+    for namespace, objects in sorted(by_namespace.items(), key=lambda item: item[0] != NAMESPACE):
+        plane.kubectl(
+            "apply",
+            "--server-side",
+            f"--field-manager={FIELD_MANAGER}",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            stdin=yaml.safe_dump_all(objects),
+        )
 
 
 def service_account_name() -> str:
