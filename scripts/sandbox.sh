@@ -86,7 +86,9 @@ while_operator_runs "$KUBECTL" wait --for=condition=Ready trustedissuer/mesh-ca 
 "$KUBECTL" get trustedissuers -n demo
 
 echo "==> a workload's CSR (its key stays with the workload) as a cert-manager CertificateRequest"
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/web.key" -subj "/CN=web" \
+# The issuer's policy names DNS and URI rules, so the common name must be one of the SANs (docs/policy.md).
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/web.key" \
+  -subj "/CN=web.demo.svc.cluster.local" \
   -addext "subjectAltName=DNS:web.demo.svc.cluster.local,URI:spiffe://cluster.local/ns/demo/sa/web" \
   -out "$work/web.csr" 2>/dev/null
 cat > "$work/request.yaml" <<YAML
@@ -106,7 +108,11 @@ YAML
 echo "==> approving it, as cert-manager's approver would"
 "$KUBECTL" patch certificaterequest web -n demo --subresource=status --type=merge -p \
   '{"status":{"conditions":[{"type":"Approved","status":"True","reason":"make-demo","message":"approved by make demo"}]}}'
-while_operator_runs "$KUBECTL" wait --for=condition=Ready certificaterequest/web -n demo --timeout=60s
+if ! while_operator_runs "$KUBECTL" wait --for=condition=Ready certificaterequest/web -n demo --timeout=60s; then
+  echo "the CertificateRequest is not Ready; its status says:" >&2
+  "$KUBECTL" get certificaterequest web -n demo -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2
+  exit 1
+fi
 "$KUBECTL" get certificaterequest web -n demo
 
 "$KUBECTL" get certificaterequest web -n demo -o jsonpath='{.status.certificate}' | base64 -d > "$work/chain.pem"
