@@ -14,7 +14,9 @@ the signer.
 
 from __future__ import annotations
 
+from issuer.signer.certificates import CAChain, PEMBundle, SigningRequest
 from issuer.signer.chain import check_imported_ca, check_issuing_chain
+from issuer.signer.key_wrapping import WrappedKey, check_wrapped_for, parse_wrapped_key
 from issuer.signer.keys import (
     Algorithm,
     IssuerKey,
@@ -27,8 +29,6 @@ from issuer.signer.keys import (
 from issuer.signer.operations import BoundOperation, Operation, Signer
 from issuer.signer.policy import Policy, tightening_message
 from issuer.signer.pool import SignerPool
-from issuer.signer.provision import WrappedKey, check_wrapped_for, parse_wrapped_key
-from issuer.signer.x509 import CAChain, PEMBundle, SigningRequest
 from issuer.tokens import PinSource, TokenConfig
 
 __all__ = [

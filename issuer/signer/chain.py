@@ -22,8 +22,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from issuer.errors import IssuerError
+from issuer.signer.certificates import BACKDATE, CAChain, load_certificates
 from issuer.signer.keys import public_key_fingerprint
-from issuer.signer.x509 import BACKDATE, CAChain, load_certificates
 
 
 def describe(cert: x509.Certificate) -> str:

@@ -38,6 +38,7 @@ from issuer.errors import (
     RetryableError,
     TrustedIssuerError,
 )
+from issuer.signer.key_wrapping import WrappedKey, check_wrapped_for, oaep_hash
 from issuer.signer.keys import (
     WRAP_PARAMETERS,
     Algorithm,
@@ -46,7 +47,6 @@ from issuer.signer.keys import (
     PublicKey,
     public_key_fingerprint,
 )
-from issuer.signer.provision import WrappedKey, check_wrapped_for, oaep_hash
 from issuer.tokens import TokenConfig
 
 ED25519_OID = "1.3.101.112"

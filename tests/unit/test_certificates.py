@@ -21,9 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, Si
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from issuer.errors import IssuerError, PermanentError
-from issuer.signer.keys import public_key_fingerprint
-from issuer.signer.policy import KEY_USAGE_FIELDS, Policy
-from issuer.signer.x509 import (
+from issuer.signer.certificates import (
     BACKDATE,
     CAChain,
     SigningRequest,
@@ -33,6 +31,8 @@ from issuer.signer.x509 import (
     load_csr,
     subject_alternative_names,
 )
+from issuer.signer.keys import public_key_fingerprint
+from issuer.signer.policy import KEY_USAGE_FIELDS, Policy
 from tests.goverify import Verdicts, both_verdicts, offline_leaf, openssl_verdict
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TypeVar
 
@@ -581,8 +581,3 @@ def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIde
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
     assert isinstance(ski, x509.SubjectKeyIdentifier)
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
-def utcnow() -> datetime:
-    """The real clock, for callers at the edge; everything below takes ``now`` as an argument."""
-    return datetime.now(UTC)
