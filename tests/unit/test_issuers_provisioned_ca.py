@@ -97,14 +97,14 @@ def test_a_cluster_issuer_falls_back_to_the_pods_namespace(
 def test_chain_from_a_secret_is_issuing_then_root() -> None:
     data = {"tls.crt": SUB.public_bytes(PEM), "ca.crt": ROOT.public_bytes(PEM)}
     chain = provisioned_ca.check_secret_chain(data, _fp(SUB_KEY), NOW, path_length=0, where="ns/s")
-    assert provisioned_ca.chain_pem(chain) == SUB.public_bytes(PEM) + ROOT.public_bytes(PEM)
+    assert chain.pem == SUB.public_bytes(PEM) + ROOT.public_bytes(PEM)
     assert chain.root_pem == ROOT.public_bytes(PEM)
 
 
 def test_a_self_signed_root_with_ca_crt_repeating_it_is_one_certificate() -> None:
     data = {"tls.crt": ROOT.public_bytes(PEM), "ca.crt": ROOT.public_bytes(PEM)}
     chain = provisioned_ca.check_secret_chain(data, _fp(ROOT_KEY), NOW, path_length=None, where="ns/s")
-    assert provisioned_ca.chain_pem(chain) == ROOT.public_bytes(PEM)
+    assert chain.pem == ROOT.public_bytes(PEM)
 
 
 @pytest.mark.parametrize(
