@@ -51,13 +51,14 @@ from cryptography.x509.oid import NameOID
 
 from benchmarks import signer_tasks
 from benchmarks.signer_tasks import SoftwareIssuer
+from issuer.clock import utcnow
 from issuer.settings import DEFAULT_PKCS11_MODULE
 from issuer.signer import worker
+from issuer.signer.certificates import PEMBundle, SigningRequest, build_ca_certificate, parse_subject
 from issuer.signer.devtoken import init_dev_token
 from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, public_key_fingerprint
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
-from issuer.signer.x509 import PEMBundle, SigningRequest, build_ca_certificate, parse_subject, utcnow
 from issuer.tokens import PinSource, TokenConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "signer.json"

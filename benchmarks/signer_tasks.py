@@ -25,9 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pkcs11 import Mechanism, ObjectClass
 
 from issuer.signer import worker
-from issuer.signer.keys import KeyHandle
-from issuer.signer.policy import Policy
-from issuer.signer.x509 import (
+from issuer.signer.certificates import (
     CAChain,
     CAPrivateKey,
     PEMBundle,
@@ -36,6 +34,8 @@ from issuer.signer.x509 import (
     check_csr,
     issue_checked_certificate,
 )
+from issuer.signer.keys import KeyHandle
+from issuer.signer.policy import Policy
 from issuer.tokens import TokenConfig
 
 #: About the size of a leaf certificate's TBSCertificate, which is what the pipeline signs.

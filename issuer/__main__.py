@@ -16,7 +16,7 @@ import yaml
 from issuer.durations import parse_duration
 from issuer.errors import ConfigurationError, TrustedIssuerError
 from issuer.settings import Settings
-from issuer.signer import provision
+from issuer.signer import key_wrapping
 from issuer.signer.api import Algorithm, IssuerKey, Policy, SignerPool, SigningRequest, public_key_fingerprint
 from issuer.signer.devtoken import DEFAULT_DIR, DEFAULT_LABEL, init_dev_token
 
@@ -159,15 +159,15 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_provision_wrap(args: argparse.Namespace) -> int:
     """Offline: wrap a CA private key for a token's wrapping key. Touches no token; writes only the
     envelope (ciphertext and public data), created exclusively so nothing is overwritten."""
-    wrapping = provision.load_wrapping_public_key(_read(args.wrapping_key, "wrapping key"))
-    provision.check_expected_wrapping_key(wrapping, args.expect_sha256)
+    wrapping = key_wrapping.load_wrapping_public_key(_read(args.wrapping_key, "wrapping key"))
+    key_wrapping.check_expected_wrapping_key(wrapping, args.expect_sha256)
     password = (
         _read(args.key_password_file, "key passphrase file").rstrip(b"\r\n")
         if args.key_password_file
         else None
     )
-    key = provision.load_ca_private_key(_read(args.key, "CA key"), password)
-    envelope = provision.wrap_private_key(wrapping, key, hash_name=args.oaep_hash)
+    key = key_wrapping.load_ca_private_key(_read(args.key, "CA key"), password)
+    envelope = key_wrapping.wrap_private_key(wrapping, key, hash_name=args.oaep_hash)
     del key, password
     out = Path(args.out)
     try:
@@ -177,7 +177,7 @@ def cmd_provision_wrap(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} already exists: choose another --out") from None
     except OSError as err:
         raise UsageError(f"cannot write {out}: {err.strerror}") from None
-    parsed = provision.parse_wrapped_key(envelope)
+    parsed = key_wrapping.parse_wrapped_key(envelope)
     print(
         json.dumps(
             {
@@ -195,7 +195,7 @@ def cmd_provision_wrap(args: argparse.Namespace) -> int:
 
 def cmd_provision_fingerprint(args: argparse.Namespace) -> int:
     """Print the SHA-256 of a wrapping public key, as status and attestation evidence spell it."""
-    wrapping = provision.load_wrapping_public_key(_read(args.wrapping_key, "wrapping key"))
+    wrapping = key_wrapping.load_wrapping_public_key(_read(args.wrapping_key, "wrapping key"))
     print(public_key_fingerprint(wrapping))
     return 0
 
@@ -309,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     wrap.add_argument("--out", required=True, help="where to write the envelope (must not exist)")
     wrap.add_argument(
         "--oaep-hash",
-        choices=provision.OAEP_HASHES,
-        default=provision.DEFAULT_OAEP_HASH,
+        choices=key_wrapping.OAEP_HASHES,
+        default=key_wrapping.DEFAULT_OAEP_HASH,
         help="RSA-OAEP hash (default sha1: SoftHSM2 2.6.1 unwraps no other); "
         "choose one the status lists in parameters",
     )

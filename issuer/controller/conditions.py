@@ -7,9 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from cryptography import x509
-
 from issuer.clock import rfc3339
+from issuer.signer.api import describe_ca
 
 
 def condition_of(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> Mapping[str, Any] | None:
@@ -65,11 +64,12 @@ def pem_field(pem: bytes) -> str:
 
 
 def ca_entry(pem: bytes) -> dict[str, str]:
-    cert = x509.load_pem_x509_certificate(pem)
+    """A ``status.caCertificates`` entry for one CA certificate."""
+    info = describe_ca(pem)
     return {
         "pem": pem.decode("ascii"),
-        "serialNumber": format(cert.serial_number, "x"),
-        "subject": cert.subject.rfc4514_string(),
-        "notBefore": rfc3339(cert.not_valid_before_utc),
-        "notAfter": rfc3339(cert.not_valid_after_utc),
+        "serialNumber": format(info.serial_number, "x"),
+        "subject": info.subject,
+        "notBefore": rfc3339(info.not_before),
+        "notAfter": rfc3339(info.not_after),
     }

@@ -22,8 +22,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from issuer.errors import IssuerError
+from issuer.signer.certificates import BACKDATE, CAChain, load_certificates
 from issuer.signer.keys import public_key_fingerprint
-from issuer.signer.x509 import BACKDATE, CAChain, load_certificates
 
 
 def describe(cert: x509.Certificate) -> str:
@@ -199,3 +199,28 @@ def check_imported_ca(certificate_pem: bytes, key_fingerprint: str, now: datetim
         key_fingerprint,
         now,
     )
+
+
+def check_provided_chain(
+    certificate_pem: bytes,
+    root_pem: bytes | None,
+    key_fingerprint: str,
+    now: datetime,
+    *,
+    path_length: int | None = None,
+) -> CAChain:
+    """The CA certificate (and chain) an administrator provided for the token key, with the root apart
+    (``root_pem``) or not: :func:`check_issuing_chain` up to a separate root, else
+    :func:`check_imported_ca` (also when ``root_pem`` only repeats a self-signed ``certificate_pem``)."""
+    if root_pem and not _is_the_root(certificate_pem, root_pem):
+        return check_issuing_chain(certificate_pem, root_pem, key_fingerprint, now, path_length=path_length)
+    return check_imported_ca(certificate_pem, key_fingerprint, now)
+
+
+def _is_the_root(certificate_pem: bytes, root_pem: bytes) -> bool:
+    """``certificate_pem`` is ``root_pem`` itself, one certificate (a self-signed CA given twice)."""
+    try:
+        first = x509.load_pem_x509_certificates(certificate_pem)
+        return len(first) == 1 and first[0] == x509.load_pem_x509_certificate(root_pem)
+    except ValueError:
+        return False

@@ -38,6 +38,7 @@ from issuer.errors import (
     RetryableError,
     TrustedIssuerError,
 )
+from issuer.signer.key_wrapping import WrappedKey, check_wrapped_for, oaep_hash
 from issuer.signer.keys import (
     WRAP_PARAMETERS,
     Algorithm,
@@ -46,7 +47,6 @@ from issuer.signer.keys import (
     PublicKey,
     public_key_fingerprint,
 )
-from issuer.signer.provision import WrappedKey, check_wrapped_for, oaep_hash
 from issuer.tokens import TokenConfig
 
 ED25519_OID = "1.3.101.112"
@@ -333,6 +333,19 @@ class TokenSession:
 
     # -- keys -----------------------------------------------------------------------------------------
 
+    def _handle(
+        self, key_label: str, key_id: bytes, algorithm: Algorithm, public_key: PublicKey
+    ) -> KeyHandle:
+        """The plain handle of a key of this token, as it crosses the wall."""
+        return KeyHandle(
+            token_label=self.token_label,
+            token_serial=self.token_serial,
+            key_label=key_label,
+            key_id=key_id.hex(),
+            algorithm=algorithm,
+            public_key_sha256=public_key_fingerprint(public_key),
+        )
+
     def generate_key(self, algorithm: Algorithm, key_label: str) -> KeyHandle:
         """Generate a sign-only, sensitive, non-extractable key pair inside the token.
 
@@ -347,43 +360,23 @@ class TokenSession:
         with token_errors(f"generating a {algorithm.value} key in {self.config.describe()}"):
             if algorithm.family == "rsa":
                 public[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
-                pub, priv = self._session.generate_keypair(
-                    KeyType.RSA,
-                    algorithm.rsa_bits,
-                    mechanism=Mechanism.RSA_PKCS_KEY_PAIR_GEN,
-                    public_template=public,
-                    private_template=private,
-                    store=True,
-                )
+                key_type, bits, mechanism = KeyType.RSA, algorithm.rsa_bits, Mechanism.RSA_PKCS_KEY_PAIR_GEN
             elif algorithm.family == "ec":
                 public[Attribute.EC_PARAMS] = encode_named_curve_parameters(algorithm.curve_name)
-                pub, priv = self._session.generate_keypair(
-                    KeyType.EC,
-                    0,
-                    mechanism=Mechanism.EC_KEY_PAIR_GEN,
-                    public_template=public,
-                    private_template=private,
-                    store=True,
-                )
+                key_type, bits, mechanism = KeyType.EC, 0, Mechanism.EC_KEY_PAIR_GEN
             else:
                 public[Attribute.EC_PARAMS] = ObjectIdentifier(ED25519_OID).dump()
-                pub, priv = self._session.generate_keypair(
-                    KeyType.EC_EDWARDS,
-                    0,
-                    mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
-                    public_template=public,
-                    private_template=private,
-                    store=True,
-                )
+                key_type, bits, mechanism = KeyType.EC_EDWARDS, 0, Mechanism.EC_EDWARDS_KEY_PAIR_GEN
+            pub, priv = self._session.generate_keypair(
+                key_type,
+                bits,
+                mechanism=mechanism,
+                public_template=public,
+                private_template=private,
+                store=True,
+            )
         public_key = _public_key(pub, algorithm)
-        handle = KeyHandle(
-            token_label=self.token_label,
-            token_serial=self.token_serial,
-            key_label=key_label,
-            key_id=key_id.hex(),
-            algorithm=algorithm,
-            public_key_sha256=public_key_fingerprint(public_key),
-        )
+        handle = self._handle(key_label, key_id, algorithm, public_key)
         self._keys[(handle.key_id, handle.key_label)] = SigningKey(handle, public_key, priv)
         return handle
 
@@ -494,14 +487,7 @@ class TokenSession:
         _check_wrapping_attributes(priv, key_label)
         public = _public_key(pub, Algorithm.RSA_3072)
         assert isinstance(public, rsa.RSAPublicKey)
-        handle = KeyHandle(
-            token_label=self.token_label,
-            token_serial=self.token_serial,
-            key_label=key_label,
-            key_id=key_id.hex(),
-            algorithm=Algorithm.RSA_3072,
-            public_key_sha256=public_key_fingerprint(public),
-        )
+        handle = self._handle(key_label, key_id, Algorithm.RSA_3072, public)
         spki = public.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -702,14 +688,7 @@ class TokenSession:
                     serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
                 )
                 material = {Attribute.EC_PARAMS: params, Attribute.EC_POINT: OctetString(point).dump()}
-        handle = KeyHandle(
-            token_label=self.token_label,
-            token_serial=self.token_serial,
-            key_label=key_label,
-            key_id=key_id.hex(),
-            algorithm=wrapped.algorithm,
-            public_key_sha256=public_key_fingerprint(public),
-        )
+        handle = self._handle(key_label, key_id, wrapped.algorithm, public)
         key = SigningKey(handle, public, priv)
         try:
             _prove_possession(key)
@@ -815,14 +794,7 @@ class TokenSession:
                 else:
                     raise PermanentError(f"unsupported key type {key_type}")
             algorithm = Algorithm.of_public_key(public_key)
-        handle = KeyHandle(
-            token_label=self.token_label,
-            token_serial=self.token_serial,
-            key_label=label,
-            key_id=key_id.hex(),
-            algorithm=algorithm,
-            public_key_sha256=public_key_fingerprint(public_key),
-        )
+        handle = self._handle(label, key_id, algorithm, public_key)
         return KeyReport(handle, *flags)
 
 

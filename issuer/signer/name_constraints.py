@@ -4,7 +4,7 @@ it signs offline stays inside them.
 A NameConstraints extension limits only the name forms it lists, so the extension built here lists all
 four forms that verifiers enforce (DNS, IP, email, URI): a form with a rule gets permitted subtrees, a
 form without one is closed. How a form is closed was chosen by what OpenSSL 3.0 and Go's crypto/x509
-actually do (tests/unit/test_x509.py and tests/security/test_policy_attacks.py prove it with both):
+actually do (tests/unit/test_certificates.py and tests/security/test_policy_attacks.py prove it with both):
 
 - DNS: an excluded empty name. Both treat an empty DNS constraint as matching every name.
 - IP: excluded ``0.0.0.0/0`` and ``::/0``.

@@ -42,11 +42,11 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal, TypeVar
 
+from issuer.clock import utcnow
 from issuer.errors import Reason, RetryableError
 from issuer.signer import worker
 from issuer.signer.keys import IssuerKey
 from issuer.signer.operations import Operation, Signer
-from issuer.signer.x509 import utcnow
 
 R = TypeVar("R")
 StartMethod = Literal["spawn", "forkserver"]

@@ -28,10 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from issuer import attestation
 from issuer.errors import ConfigurationError, IssuerError, Reason, RetryableError, TrustedIssuerError
 from issuer.signer import hsm, token_storage
-from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, KeyReport, WrappingKey
-from issuer.signer.provision import check_wrapped_for, parse_wrapped_key
-from issuer.signer.token_keys import TokenPrivateKey, token_private_key
-from issuer.signer.x509 import (
+from issuer.signer.certificates import (
     CAChain,
     PEMBundle,
     SigningRequest,
@@ -42,6 +39,9 @@ from issuer.signer.x509 import (
     issue_checked_certificate,
     parse_subject,
 )
+from issuer.signer.key_wrapping import check_wrapped_for, parse_wrapped_key
+from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, KeyReport, WrappingKey
+from issuer.signer.token_keys import TokenPrivateKey, token_private_key
 from issuer.tokens import TokenConfig
 
 if TYPE_CHECKING:

@@ -13,10 +13,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
+from issuer.signer.certificates import SigningRequest
 from issuer.signer.keys import Algorithm, IssuerKey
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
-from issuer.signer.x509 import SigningRequest
 from tests.conftest import CAFactory
 from tests.csrs import LEAF_KEY_TYPES, leaf_key, make_csr
 from tests.verifiers import openssl_verify, pkilint_errors, web_pki_verify

@@ -14,10 +14,10 @@ import pytest
 from cryptography import x509
 
 from issuer.errors import RetryableError
+from issuer.signer.certificates import SigningRequest
 from issuer.signer.keys import Algorithm, IssuerKey
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
-from issuer.signer.x509 import SigningRequest
 from issuer.tokens import TokenConfig
 from tests.conftest import CAFactory
 from tests.csrs import make_csr

@@ -32,12 +32,12 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from issuer.errors import IssuerError, PermanentError
 from issuer.settings import DEFAULT_PKCS11_MODULE
-from issuer.signer import provision, worker
+from issuer.signer import key_wrapping, worker
+from issuer.signer.certificates import SigningRequest
 from issuer.signer.chain import check_imported_ca, check_issuing_chain
 from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, WrappingKey, public_key_fingerprint
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
-from issuer.signer.x509 import SigningRequest
 from issuer.tokens import PinSource, TokenConfig
 from tests.conftest import unique_label
 from tests.csrs import make_csr
@@ -50,7 +50,7 @@ CLI = [sys.executable, "-m", "issuer"]
 
 
 @cache
-def software_ca_key(kind: str) -> provision.PrivateKey:
+def software_ca_key(kind: str) -> key_wrapping.PrivateKey:
     """A CA key as an administrator holds it offline before import (one per kind per run)."""
     if kind.startswith("rsa"):
         return rsa.generate_private_key(65537, int(kind.split("-")[1]))
@@ -58,7 +58,7 @@ def software_ca_key(kind: str) -> provision.PrivateKey:
 
 
 def self_signed(
-    key: provision.PrivateKey,
+    key: key_wrapping.PrivateKey,
     cn: str,
     *,
     ca: bool = True,
@@ -99,7 +99,7 @@ def wrapping(pool: SignerPool, token_config: TokenConfig) -> WrappingKey:
 
 @pytest.fixture(scope="module")
 def wrapping_public(wrapping: WrappingKey) -> rsa.RSAPublicKey:
-    return provision.load_wrapping_public_key(wrapping.public_pem.encode())
+    return key_wrapping.load_wrapping_public_key(wrapping.public_pem.encode())
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def imported(
 ) -> dict[str, KeyHandle]:
     handles = {}
     for kind in IMPORT_KINDS:
-        blob = provision.wrap_private_key(wrapping_public, software_ca_key(kind))
+        blob = key_wrapping.wrap_private_key(wrapping_public, software_ca_key(kind))
         handles[kind] = pool.unwrap_key.blocking(
             token_config, wrapping.handle, blob, unique_label(f"imported-{kind}")
         )
@@ -249,7 +249,7 @@ def test_imported_key_is_sign_only_sensitive_and_not_extractable(
 def test_sha256_oaep_goes_as_far_as_the_token_lets_it(
     pool: SignerPool, token_config: TokenConfig, wrapping: WrappingKey, wrapping_public: rsa.RSAPublicKey
 ) -> None:
-    blob = provision.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p256"), hash_name="sha256")
+    blob = key_wrapping.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p256"), hash_name="sha256")
     label = unique_label("imported-sha256")
     if SHA256_PARAMETER in wrapping.parameters:
         handle = pool.unwrap_key.blocking(token_config, wrapping.handle, blob, label)
@@ -269,8 +269,8 @@ def test_the_wrapping_key_is_destroyed_after_import(
     pool: SignerPool, token_config: TokenConfig, direct_session: Any
 ) -> None:
     once = pool.generate_wrapping_key.blocking(token_config, unique_label("wrapping-once"))
-    public = provision.load_wrapping_public_key(once.public_pem.encode())
-    blob = provision.wrap_private_key(public, software_ca_key("ecdsa-p256"))
+    public = key_wrapping.load_wrapping_public_key(once.public_pem.encode())
+    blob = key_wrapping.wrap_private_key(public, software_ca_key("ecdsa-p256"))
     pool.unwrap_key.blocking(token_config, once.handle, blob, unique_label("imported-once"))
     pool.destroy_wrapping_key.blocking(token_config, once.handle)
     assert _objects(direct_session, once.handle.key_label) == []
@@ -293,7 +293,7 @@ def _tamper(blob: bytes, field: str, flip_at: int = 7) -> bytes:
     return json.dumps(data).encode()
 
 
-def _with_public_key(blob: bytes, other: provision.PrivateKey) -> bytes:
+def _with_public_key(blob: bytes, other: key_wrapping.PrivateKey) -> bytes:
     """The envelope with another public key, consistently fingerprinted (a forged header)."""
     data = json.loads(blob)
     public = other.public_key()
@@ -314,14 +314,14 @@ BlobMaker = Callable[[rsa.RSAPublicKey, rsa.RSAPublicKey, str], bytes]
 IMPORT_ERRORS: list[tuple[str, BlobMaker, str]] = [
     (
         "wrapped-for-another-wrapping-key",
-        lambda mine, other, fp: provision.wrap_private_key(other, software_ca_key("ecdsa-p256")),
+        lambda mine, other, fp: key_wrapping.wrap_private_key(other, software_ca_key("ecdsa-p256")),
         "WrappedForAnotherKey",
     ),
     (
         "another-keys-blob-with-a-forged-header",
         lambda mine, other, fp: json.dumps(
             {
-                **json.loads(provision.wrap_private_key(other, software_ca_key("ecdsa-p256"))),
+                **json.loads(key_wrapping.wrap_private_key(other, software_ca_key("ecdsa-p256"))),
                 "wrappingKeySHA256": fp,
             }
         ).encode(),
@@ -330,26 +330,26 @@ IMPORT_ERRORS: list[tuple[str, BlobMaker, str]] = [
     (
         "aes-key-corrupt",
         lambda mine, other, fp: _tamper(
-            provision.wrap_private_key(mine, software_ca_key("ecdsa-p256")), "wrappedAESKey"
+            key_wrapping.wrap_private_key(mine, software_ca_key("ecdsa-p256")), "wrappedAESKey"
         ),
         "WrappedKeyInvalid",
     ),
     (
         "private-key-corrupt",
         lambda mine, other, fp: _tamper(
-            provision.wrap_private_key(mine, software_ca_key("rsa-2048")), "wrappedKey"
+            key_wrapping.wrap_private_key(mine, software_ca_key("rsa-2048")), "wrappedKey"
         ),
         "WrappedKeyInvalid",
     ),
     (
         "truncated",
-        lambda mine, other, fp: provision.wrap_private_key(mine, software_ca_key("ecdsa-p256"))[:-200],
+        lambda mine, other, fp: key_wrapping.wrap_private_key(mine, software_ca_key("ecdsa-p256"))[:-200],
         "WrappedKeyInvalid",
     ),
     (
         "rsa-public-key-swapped",
         lambda mine, other, fp: _with_public_key(
-            provision.wrap_private_key(mine, software_ca_key("rsa-2048")),
+            key_wrapping.wrap_private_key(mine, software_ca_key("rsa-2048")),
             rsa.generate_private_key(65537, 2048),
         ),
         "WrappedKeyInvalid",
@@ -357,7 +357,7 @@ IMPORT_ERRORS: list[tuple[str, BlobMaker, str]] = [
     (
         "ec-public-key-swapped",
         lambda mine, other, fp: _with_public_key(
-            provision.wrap_private_key(mine, software_ca_key("ecdsa-p256")),
+            key_wrapping.wrap_private_key(mine, software_ca_key("ecdsa-p256")),
             ec.generate_private_key(ec.SECP256R1()),
         ),
         "WrappedKeyInvalid",
@@ -366,7 +366,7 @@ IMPORT_ERRORS: list[tuple[str, BlobMaker, str]] = [
         "unsupported-key-type",
         lambda mine, other, fp: json.dumps(
             {
-                **json.loads(provision.wrap_private_key(mine, software_ca_key("ecdsa-p256"))),
+                **json.loads(key_wrapping.wrap_private_key(mine, software_ca_key("ecdsa-p256"))),
                 "algorithm": "ed25519",
             }
         ).encode(),
@@ -387,7 +387,7 @@ def test_import_errors_are_named_and_leave_nothing_behind(
     other_wrapping: WrappingKey,
     direct_session: Any,
 ) -> None:
-    other = provision.load_wrapping_public_key(other_wrapping.public_pem.encode())
+    other = key_wrapping.load_wrapping_public_key(other_wrapping.public_pem.encode())
     blob = make(wrapping_public, other, wrapping.sha256)
     label = unique_label(f"bad-{case}")
     with pytest.raises(IssuerError) as caught:
@@ -395,7 +395,7 @@ def test_import_errors_are_named_and_leave_nothing_behind(
     assert caught.value.reason == reason, caught.value.message
     assert _objects(direct_session, label) == []
     # The wrapping key is unharmed and still imports a good blob afterwards.
-    good = provision.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p256"))
+    good = key_wrapping.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p256"))
     assert (
         pool.unwrap_key.blocking(token_config, wrapping.handle, good, unique_label("good-after")).algorithm
         is Algorithm.ECDSA_P256
@@ -411,12 +411,12 @@ def test_importing_again_under_the_same_label_returns_the_same_key(
 ) -> None:
     """A controller that crashed after the import but before recording the handle just asks again."""
     label = unique_label("imported-twice")
-    blob = provision.wrap_private_key(wrapping_public, software_ca_key("rsa-2048"))
+    blob = key_wrapping.wrap_private_key(wrapping_public, software_ca_key("rsa-2048"))
     first = pool.unwrap_key.blocking(token_config, wrapping.handle, blob, label)
     again = pool.unwrap_key.blocking(
         token_config,
         wrapping.handle,
-        provision.wrap_private_key(wrapping_public, software_ca_key("rsa-2048")),
+        key_wrapping.wrap_private_key(wrapping_public, software_ca_key("rsa-2048")),
         label,
     )
     assert again == first
@@ -431,7 +431,7 @@ def test_a_taken_label_is_refused(
     imported: dict[str, KeyHandle],
 ) -> None:
     """A label that holds another key is never reused, whatever the blob."""
-    blob = provision.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p384"))
+    blob = key_wrapping.wrap_private_key(wrapping_public, software_ca_key("ecdsa-p384"))
     with pytest.raises(PermanentError, match="already holds a key"):
         pool.unwrap_key.blocking(token_config, wrapping.handle, blob, imported["ecdsa-p256"].key_label)
     with pytest.raises(PermanentError, match="already holds a key"):
@@ -441,7 +441,7 @@ def test_a_taken_label_is_refused(
 def test_softhsm_cannot_unwrap_ed25519(direct_session: Any, token_config: TokenConfig) -> None:
     """Why Ed25519 is UnsupportedKeyType: the token itself refuses C_UnwrapKey of an Ed25519 PKCS#8.
 
-    If this ever fails, the token learned it: add Ed25519 to ``provision.IMPORTABLE``.
+    If this ever fails, the token learned it: add Ed25519 to ``key_wrapping.IMPORTABLE``.
     """
     if token_config.module != DEFAULT_PKCS11_MODULE:
         pytest.skip("measured for SoftHSM2 only")
@@ -473,7 +473,7 @@ def test_softhsm_cannot_unwrap_ed25519(direct_session: Any, token_config: TokenC
             },
         )
     with pytest.raises(IssuerError) as caught:
-        provision.load_ca_private_key(
+        key_wrapping.load_ca_private_key(
             ed25519.Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )

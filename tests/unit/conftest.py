@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from issuer.signer.certificates import CAChain, build_ca_certificate
 from issuer.signer.keys import public_key_fingerprint
 from issuer.signer.token_keys import TokenPrivateKey, token_private_key
-from issuer.signer.x509 import CAChain, build_ca_certificate
 
 #: The fixed "now" of every test: far from any real clock, so no test depends on when it runs.
 NOW = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)

@@ -14,8 +14,8 @@ import pytest
 
 from issuer.controller.requests.request_kinds import CERTIFICATE_REQUESTS
 from issuer.errors import PermanentError
+from issuer.signer.certificates import check_csr, issue_checked_certificate
 from issuer.signer.policy import Policy
-from issuer.signer.x509 import check_csr, issue_checked_certificate
 from tests.csrs import make_csr
 from tests.hostile_csrs import CORPUS_POLICY, VALID_DNS, HostileCase, corpus
 from tests.unit.conftest import PKI

@@ -833,7 +833,7 @@ def test_request_whose_key_usages_all_vanish_is_refused(usages: list[str], famil
         resolve_usages(usages, is_ca=False, key_family=family)
 
 
-# -- NameConstraints for sub-CAs (the verifiers' verdicts: test_x509.py) ------------------------------------
+# -- NameConstraints for sub-CAs (the verifiers' verdicts: test_certificates.py) -----------------------------
 
 
 def _subtrees(constraints: x509.NameConstraints | None) -> tuple[set[str], set[str]]:

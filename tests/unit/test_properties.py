@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 
 from issuer.durations import parse_duration
 from issuer.errors import PermanentError
+from issuer.signer.certificates import SigningRequest, check_csr, issue_checked_certificate
 from issuer.signer.policy import Policy
-from issuer.signer.x509 import SigningRequest, check_csr, issue_checked_certificate
 from tests.unit.conftest import NOW, IssuingCA, build_csr, make_ca, software_key
 
 # Generous: the machine is shared, and a hang is minutes, not milliseconds.

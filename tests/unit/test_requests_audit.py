@@ -12,8 +12,8 @@ import pytest
 from kopf._core.actions.loggers import LogFormat, make_formatter
 
 from issuer.controller.requests import audit
+from issuer.signer.certificates import SigningRequest, issue_certificate
 from issuer.signer.policy import Policy
-from issuer.signer.x509 import SigningRequest, issue_certificate
 from tests.unit.conftest import PKI
 
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 
+from issuer.clock import utcnow
 from issuer.controller.kubeapi import Conflict
 from issuer.controller.registry import IssuerRegistry
 from issuer.controller.requests import audit
@@ -20,7 +21,7 @@ from issuer.controller.requests import processing as requests
 from issuer.controller.requests.request_kinds import CERTIFICATE_REQUESTS
 from issuer.controller.runtime import Runtime
 from issuer.settings import Settings
-from issuer.signer.x509 import PEMBundle, utcnow
+from issuer.signer.certificates import PEMBundle
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 

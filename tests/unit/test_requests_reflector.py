@@ -13,11 +13,11 @@ import pytest
 import pytest_asyncio
 from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox
 
+from issuer.clock import utcnow
 from issuer.controller.kubeapi import Credentials, KubeClient
 from issuer.controller.requests.events import EventPoster, event_body
 from issuer.controller.requests.reflector import ObjectName, Reflector, WatchEvent
 from issuer.controller.requests.request_kinds import CERTIFICATE_REQUESTS
-from issuer.signer.x509 import utcnow
 
 pytestmark = pytest.mark.asyncio
 

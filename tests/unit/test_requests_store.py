@@ -10,6 +10,7 @@ import base64
 import json
 from typing import Any, cast
 
+from issuer.clock import utcnow
 from issuer.controller.registry import IssuerRegistry
 from issuer.controller.requests import processing as requests
 from issuer.controller.requests.request_kinds import (
@@ -20,7 +21,6 @@ from issuer.controller.requests.request_kinds import (
 )
 from issuer.controller.runtime import Runtime
 from issuer.settings import Settings
-from issuer.signer.x509 import utcnow
 
 CSR_TEXT = base64.b64encode(b"-----BEGIN CERTIFICATE REQUEST-----\n" + b"A" * 1500).decode()
 

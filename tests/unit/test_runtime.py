@@ -8,11 +8,11 @@ from typing import Any, cast
 import pytest
 
 from issuer import api
+from issuer.clock import utcnow
 from issuer.controller.registry import IssuerRegistry, issuer_ref
 from issuer.controller.runtime import Runtime
 from issuer.errors import ConfigurationError
 from issuer.settings import Settings, issuer_kinds_from_env
-from issuer.signer.x509 import utcnow
 
 ENV = "TRUSTED_ISSUER_ISSUER_KINDS"
 

@@ -17,9 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from issuer import api
 from issuer.clock import rfc3339
 from issuer.controller import conditions as st
@@ -35,10 +32,10 @@ from issuer.signer.api import (
     KeyHandle,
     WrappingKey,
     check_imported_ca,
-    check_issuing_chain,
+    check_provided_chain,
     check_wrapped_for,
+    csr_matches,
     parse_wrapped_key,
-    public_key_fingerprint,
 )
 from issuer.tokens import TokenConfig
 
@@ -83,14 +80,6 @@ def secret_namespace(kind: str, namespace: str | None, configured: str | None) -
     )
 
 
-def chain_pem(chain: CAChain) -> bytes:
-    """What an ``IssuerKey`` signs with: the issuing CA, the intermediates, then the root."""
-    certificates = [chain.issuer, *chain.intermediates]
-    if chain.root != chain.issuer:
-        certificates.append(chain.root)
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
-
-
 def check_secret_chain(
     data: Mapping[str, bytes], key_fingerprint: str, now: Any, *, path_length: int | None, where: str
 ) -> CAChain:
@@ -102,22 +91,12 @@ def check_secret_chain(
         raise IssuerError(
             f"Secret {where} has no {CERTIFICATE} (the CA certificate)", api.REASON_SECRET_INCOMPLETE
         )
-    root = data.get(ROOT)
     try:
-        if root and not _is_root(certificate, root):
-            return check_issuing_chain(certificate, root, key_fingerprint, now, path_length=path_length)
-        return check_imported_ca(certificate, key_fingerprint, now)
+        return check_provided_chain(
+            certificate, data.get(ROOT), key_fingerprint, now, path_length=path_length
+        )
     except IssuerError as err:
         raise IssuerError(f"Secret {where}: {err.message}", err.reason) from None
-
-
-def _is_root(certificate: bytes, root: bytes) -> bool:
-    """``tls.crt`` is the root itself (a self-signed imported CA, with ca.crt repeating it)."""
-    try:
-        first = x509.load_pem_x509_certificates(certificate)
-        return len(first) == 1 and first[0] == x509.load_pem_x509_certificate(root)
-    except ValueError:
-        return False
 
 
 def _recorded_chain(status: IssuerStatus, key_fingerprint: str, now: Any) -> CAChain | None:
@@ -139,21 +118,19 @@ async def _read_secret(runtime: Runtime, place: Place, name: str) -> dict[str, b
 
 
 def _publish_chain(chain: CAChain, handle: KeyHandle, patch: StatusPatch) -> Outcome:
-    pem = chain_pem(chain)
-    issuing = chain.issuer.public_bytes(serialization.Encoding.PEM)
     patch.signing_key(handle)
-    patch.ca_chain(pem.decode("ascii"))
+    patch.ca_chain(chain.pem.decode("ascii"))
     patch.trust(
-        [{**st.ca_entry(issuing), "publicKeySHA256": handle.public_key_sha256, "use": USE_SIGNING}],
+        [{**st.ca_entry(chain.issuer_pem), "publicKeySHA256": handle.public_key_sha256, "use": USE_SIGNING}],
         chain.root_pem.decode("ascii"),
     )
-    return Outcome(handle, pem, chain.root_pem)
+    return Outcome(handle, chain.pem, chain.root_pem)
 
 
 def _newer(first: CAChain | None, second: CAChain | None) -> CAChain | None:
     if first is None or second is None:
         return first or second
-    return first if first.issuer.not_valid_after_utc >= second.issuer.not_valid_after_utc else second
+    return first if first.not_after >= second.not_after else second
 
 
 # -- wrapped import --------------------------------------------------------------------------------------
@@ -300,20 +277,6 @@ async def _import(
 # -- intermediate CA -------------------------------------------------------------------------------------
 
 
-def _csr_fits(pem: str | None, handle: KeyHandle, spec: IssuerSpec) -> bool:
-    if not pem:
-        return False
-    try:
-        csr = x509.load_pem_x509_csr(pem.encode())
-    except ValueError:
-        return False
-    subject = x509.Name.from_rfc4514_string(spec.subject).rfc4514_string()
-    return (
-        public_key_fingerprint(csr.public_key()) == handle.public_key_sha256  # type: ignore[arg-type]
-        and csr.subject.rfc4514_string() == subject
-    )
-
-
 async def intermediate(
     runtime: Runtime,
     token: TokenConfig,
@@ -340,10 +303,10 @@ async def intermediate(
         except IssuerError as err:
             refused = err
     chain = _newer(from_secret, _recorded_chain(status, handle.public_key_sha256, now))
-    renewal_due = chain is not None and now >= chain.issuer.not_valid_after_utc - spec.renew_before
+    renewal_due = chain is not None and now >= chain.not_after - spec.renew_before
     if chain is None or renewal_due:
         csr = status.ca_csr
-        if not _csr_fits(csr, handle, spec):
+        if not csr_matches(csr, handle.public_key_sha256, spec.subject):
             csr = await runtime.pool.create_ca_csr(
                 token, handle, spec.subject, path_length=spec.path_length, rsa_pss=spec.rsa_pss
             )
@@ -364,7 +327,7 @@ async def intermediate(
     note = ""
     if renewal_due:
         note = (
-            f"; the CA certificate expires at {rfc3339(chain.issuer.not_valid_after_utc)}: a renewal "
+            f"; the CA certificate expires at {rfc3339(chain.not_after)}: a renewal "
             f"CSR (same key) is in status.caCSR; put the new certificate into Secret {where}"
         )
     if refused is not None:

@@ -149,6 +149,20 @@ async def _reconcile_and_report(
         await _report(runtime, kind, ref, body, patch, retry, logger)
 
 
+async def _look_again(
+    kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, interval: float
+) -> None:
+    """A timer's quiet reconciliation, skipped when any handler looked at the issuer within ``interval``
+    seconds. Its failure is not raised: the status already says why, and the next tick looks again."""
+    runtime: Runtime = memo["runtime"]
+    meta = body["metadata"]
+    last = runtime.issuers.looked.get(issuer_ref(kind, meta.get("namespace"), meta["name"]))
+    if last is not None and time.monotonic() - last < interval:
+        return
+    with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
+        await _reconcile_and_report(kind, body, patch, memo, 0, logger)
+
+
 async def _report(
     runtime: Runtime,
     kind: str,
@@ -242,14 +256,8 @@ def _register(kind: str, plural: str) -> None:
         body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
         # The token may have gone away, the PIN changed, or the CA may be due for renewal.
-        # The status already says why it failed; the next recheck looks again.
         runtime: Runtime = memo["runtime"]
-        meta = body["metadata"]
-        last = runtime.issuers.looked.get(issuer_ref(kind, meta.get("namespace"), meta["name"]))
-        if last is not None and time.monotonic() - last < runtime.settings.issuer_recheck_interval:
-            return
-        with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
-            await _reconcile_and_report(kind, body, patch, memo, 0, logger)
+        await _look_again(kind, body, patch, memo, logger, runtime.settings.issuer_recheck_interval)
 
     @kopf.timer(group, version, plural, id="provisioning", interval=PROVISIONING_TICK, when=_provisioning)
     async def provisioning_handler(
@@ -258,13 +266,7 @@ def _register(kind: str, plural: str) -> None:
         # An administrator's answer (or a corrected Secret) is picked up within the configured interval,
         # not after a backoff that grew while they were working.
         runtime: Runtime = memo["runtime"]
-        meta = body["metadata"]
-        ref = issuer_ref(kind, meta.get("namespace"), meta["name"])
-        last = runtime.issuers.looked.get(ref)
-        if last is not None and time.monotonic() - last < runtime.settings.provisioning_recheck_interval:
-            return  # looked at recently, by this timer or another handler
-        with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
-            await _reconcile_and_report(kind, body, patch, memo, 0, logger)
+        await _look_again(kind, body, patch, memo, logger, runtime.settings.provisioning_recheck_interval)
 
     @kopf.timer(
         group,

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from cryptography import x509
-
 from issuer import api
 from issuer.clock import parse_rfc3339, rfc3339
 from issuer.controller import conditions as st
@@ -36,7 +34,7 @@ from issuer.controller.issuers.spec import IssuerSpec
 from issuer.controller.issuers.status import IssuerStatus, StatusPatch, next_key_record, retired_record
 from issuer.controller.runtime import Runtime
 from issuer.errors import PermanentError
-from issuer.signer.api import KeyHandle, public_key_fingerprint
+from issuer.signer.api import CAInfo, KeyHandle, canonical_subject, describe_ca
 from issuer.tokens import TokenConfig
 
 USE_SIGNING = "Signing"
@@ -47,8 +45,8 @@ USE_PREVIOUS = "Previous"
 parse_time = parse_rfc3339
 
 
-def _cert(entry: Mapping[str, Any]) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(str(entry["pem"]).encode())
+def _described(entry: Mapping[str, Any]) -> CAInfo:
+    return describe_ca(str(entry["pem"]).encode())
 
 
 def entry_key(entry: Mapping[str, Any]) -> str:
@@ -56,11 +54,11 @@ def entry_key(entry: Mapping[str, Any]) -> str:
     recorded = entry.get("publicKeySHA256")
     if recorded:
         return str(recorded)
-    return public_key_fingerprint(_cert(entry).public_key())  # type: ignore[arg-type]
+    return _described(entry).public_key_sha256
 
 
 def still_valid(entry: Mapping[str, Any], now: datetime) -> bool:
-    return now < _cert(entry).not_valid_after_utc
+    return now < _described(entry).not_after
 
 
 def needs_new_ca(current: Mapping[str, Any] | None, key: KeyHandle, spec: IssuerSpec, now: datetime) -> bool:
@@ -68,15 +66,14 @@ def needs_new_ca(current: Mapping[str, Any] | None, key: KeyHandle, spec: Issuer
     changed, or it is within renewBefore of expiry."""
     if not current or not current.get("pem"):
         return True
-    cert = _cert(current)
+    info = _described(current)
     if entry_key(current) != key.public_key_sha256:
         return True
-    if cert.subject.rfc4514_string() != x509.Name.from_rfc4514_string(spec.subject).rfc4514_string():
+    if info.subject != canonical_subject(spec.subject):
         return True
-    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    if constraints.path_length != spec.path_length:
+    if not info.is_ca or info.path_length != spec.path_length:
         return True
-    return now >= cert.not_valid_after_utc - spec.renew_before
+    return now >= info.not_after - spec.renew_before
 
 
 def newest_for_key(
@@ -84,7 +81,7 @@ def newest_for_key(
 ) -> Mapping[str, Any] | None:
     """The most recently issued, still valid CA certificate of one key, if any."""
     mine = [e for e in entries if entry_key(e) == fingerprint and still_valid(e, now)]
-    return max(mine, key=lambda e: _cert(e).not_valid_before_utc, default=None)
+    return max(mine, key=lambda e: _described(e).not_before, default=None)
 
 
 def with_use(entry: Mapping[str, Any], use: str) -> dict[str, Any]:

@@ -23,13 +23,13 @@ The record and its rules are client-go's (``resourcelock.LeaseLock`` and ``Leade
 
 **Fencing.** ``Leadership.holds()`` is true only until ``renew_deadline`` after the *start* of the
 last successful renewal, measured on the monotonic clock. Every write the request path makes (the
-fenced API client) and every signature (the fenced pool) checks it, so a leader that cannot renew
-(API server unreachable, process starved) stops signing and publishing at that instant, without
-waiting for any task to notice, and then stops kopf and exits. A standby takes the Lease only
-``lease_duration`` after it saw the last renewal, which is later than that instant by at least
-``lease_duration - renew_deadline``: that margin covers a write already in flight. Publishing a
+fenced API client) and every signature (``FencedSigner``, the wrapper around the signer) checks it, so
+a leader that cannot renew (API server unreachable, process starved) stops signing and publishing at
+that instant, without waiting for any task to notice, and then stops kopf and exits. A standby takes
+the Lease only ``lease_duration`` after it saw the last renewal, which is later than that instant by at
+least ``lease_duration - renew_deadline``: that margin covers a write already in flight. Publishing a
 certificate stays at most once per request regardless, by the resourceVersion precondition of
-every status write (``requests.py``), so even an overlap could not publish twice.
+every status write (``requests/processing``), so even an overlap could not publish twice.
 """
 
 from __future__ import annotations

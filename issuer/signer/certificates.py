@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from datetime import datetime, timedelta
+from functools import cached_property, lru_cache
 from typing import TypeVar
 
 from cryptography import x509
@@ -124,6 +124,86 @@ class CAChain:
     def authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
         """The AKI extension value for certificates this CA issues."""
         return _authority_key_identifier(self.issuer)
+
+    @cached_property
+    def pem(self) -> bytes:
+        """What an ``IssuerKey`` signs with: the issuing CA, the intermediates, then the root (once)."""
+        certificates = [self.issuer, *self.intermediates]
+        if self.root != self.issuer:
+            certificates.append(self.root)
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+    @cached_property
+    def issuer_pem(self) -> bytes:
+        """The issuing CA certificate alone."""
+        return self.issuer.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def not_after(self) -> datetime:
+        """When the issuing CA certificate expires."""
+        return self.issuer.not_valid_after_utc
+
+
+@dataclass(frozen=True)
+class CAInfo:
+    """What the controller needs to know of a CA certificate it keeps as PEM (``status.caCertificates``),
+    learned here so the controller never parses X.509 itself."""
+
+    serial_number: int
+    #: RFC 4514, as :func:`canonical_subject` spells it.
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    #: ``public_key_fingerprint`` of the certified key.
+    public_key_sha256: str
+    #: basicConstraints CA:true.
+    is_ca: bool
+    #: basicConstraints pathLenConstraint (None: unlimited, or no basicConstraints).
+    path_length: int | None
+
+
+# The same few CA certificates are described on every reconciliation: parse each PEM once per process.
+@lru_cache(maxsize=256)
+def describe_ca(pem: bytes) -> CAInfo:
+    """The first certificate of ``pem`` described; ``ValueError`` if it is not a PEM certificate."""
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        constraints: x509.BasicConstraints | None = cert.extensions.get_extension_for_class(
+            x509.BasicConstraints
+        ).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    return CAInfo(
+        serial_number=cert.serial_number,
+        subject=cert.subject.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        public_key_sha256=public_key_fingerprint(cert.public_key()),  # type: ignore[arg-type]
+        is_ca=constraints is not None and constraints.ca,
+        path_length=constraints.path_length if constraints is not None else None,
+    )
+
+
+@lru_cache(maxsize=256)
+def canonical_subject(text: str) -> str:
+    """An RFC 4514 name as cryptography spells it, so two spellings of one name compare equal;
+    ``ValueError`` if it is not one."""
+    return x509.Name.from_rfc4514_string(text).rfc4514_string()
+
+
+def csr_matches(pem: str | bytes | None, key_sha256: str, subject: str) -> bool:
+    """``pem`` is a PEM CSR for the key whose fingerprint is ``key_sha256``, asking for ``subject``
+    (RFC 4514); False for anything else, including no CSR or one that does not parse."""
+    if not pem:
+        return False
+    try:
+        csr = x509.load_pem_x509_csr(pem.encode() if isinstance(pem, str) else pem)
+    except ValueError:
+        return False
+    return (
+        public_key_fingerprint(csr.public_key()) == key_sha256  # type: ignore[arg-type]
+        and csr.subject.rfc4514_string() == canonical_subject(subject)
+    )
 
 
 def _self_signed(cert: x509.Certificate) -> bool:
@@ -581,8 +661,3 @@ def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIde
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
     assert isinstance(ski, x509.SubjectKeyIdentifier)
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
-def utcnow() -> datetime:
-    """The real clock, for callers at the edge; everything below takes ``now`` as an argument."""
-    return datetime.now(UTC)

@@ -17,22 +17,26 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from issuer.errors import IssuerError, PermanentError
-from issuer.signer.keys import public_key_fingerprint
-from issuer.signer.policy import KEY_USAGE_FIELDS, Policy
-from issuer.signer.x509 import (
+from issuer.signer.certificates import (
     BACKDATE,
     CAChain,
     SigningRequest,
+    canonical_subject,
     check_ca_usable,
     check_csr_agrees,
+    csr_matches,
+    describe_ca,
     issue_certificate,
     load_csr,
     subject_alternative_names,
 )
+from issuer.signer.keys import public_key_fingerprint
+from issuer.signer.policy import KEY_USAGE_FIELDS, Policy
 from tests.goverify import Verdicts, both_verdicts, offline_leaf, openssl_verdict
 
 if TYPE_CHECKING:
@@ -1103,3 +1107,63 @@ def test_a_sub_ca_is_refused_when_its_issuers_uri_rule_is_a_path(pki: PKI) -> No
     # A Policy built with such a rule and allowCA cannot exist: the issuer is refused before any request.
     with pytest.raises(PermanentError, match=re.escape("limits the URI path ('/ns/alpha/')")):
         Policy(allow_ca=True, uri_prefixes=("spiffe://cluster.local/ns/alpha/",))
+
+
+# -- what the controller learns of a CA certificate or CSR through the door -------------------------------
+
+
+def _ca(subject: str, path_length: int | None) -> tuple[bytes, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name.from_rfc4514_string(subject)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x1234)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=10))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM), csr.public_bytes(
+        serialization.Encoding.PEM
+    ).decode()
+
+
+def test_describe_ca_says_what_status_records() -> None:
+    pem, _ = _ca("CN=root,O=example", 1)
+    info = describe_ca(pem)
+    cert = x509.load_pem_x509_certificate(pem)
+    assert (info.serial_number, info.subject, info.is_ca, info.path_length) == (
+        0x1234,
+        "CN=root,O=example",
+        True,
+        1,
+    )
+    assert (info.not_before, info.not_after) == (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    assert info.public_key_sha256 == public_key_fingerprint(cert.public_key())  # type: ignore[arg-type]
+    assert canonical_subject("2.5.4.3=root,O=example") == info.subject
+
+
+@pytest.mark.parametrize(
+    ("which", "subject", "fits"),
+    [
+        pytest.param("own", "CN=root,O=example", True, id="same-key-same-subject"),
+        pytest.param("own", "2.5.4.3=root,O=exampl\\65", True, id="same-subject-spelled-otherwise"),
+        pytest.param("own", "CN=renamed", False, id="subject-changed"),
+        pytest.param("other", "CN=root,O=example", False, id="another-key"),
+        pytest.param("none", "CN=root,O=example", False, id="no-csr"),
+        pytest.param("garbage", "CN=root,O=example", False, id="not-a-csr"),
+    ],
+)
+def test_csr_matches(which: str, subject: str, fits: bool) -> None:
+    pem, csr = _ca("CN=root,O=example", None)
+    _, other = _ca("CN=root,O=example", None)
+    key = describe_ca(pem).public_key_sha256
+    given = {"own": csr, "other": other, "none": None, "garbage": "-----BEGIN CERTIFICATE REQUEST-----\nx"}[
+        which
+    ]
+    assert csr_matches(given, key, subject) is fits

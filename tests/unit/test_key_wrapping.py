@@ -1,4 +1,4 @@
-"""The offline wrap (``issuer.signer.provision``), its envelope, and the attestation slot: pure code.
+"""The offline wrap (``issuer.signer.key_wrapping``), its envelope, and the attestation slot: pure code.
 
 The round trips open each envelope in software with the wrapping private key, which is exactly what
 the token does with C_UnwrapKey (RSA-OAEP, then AES-KWP); the integration tests do it in SoftHSM2.
@@ -22,7 +22,7 @@ from issuer.attestation import Evidence, NoAttestation, report_data
 from issuer.errors import ConfigurationError, IssuerError
 from issuer.profiles import load_profiles
 from issuer.settings import Settings
-from issuer.signer import provision
+from issuer.signer import key_wrapping
 from issuer.signer.keys import Algorithm, KeyHandle, WrappingKey, public_key_fingerprint
 
 
@@ -32,13 +32,13 @@ def wrapping_private() -> rsa.RSAPrivateKey:
 
 
 @cache
-def ca_key(kind: str) -> provision.PrivateKey:
+def ca_key(kind: str) -> key_wrapping.PrivateKey:
     if kind.startswith("rsa"):
         return rsa.generate_private_key(65537, int(kind.split("-")[1]))
     return ec.generate_private_key(ec.SECP384R1() if kind == "ecdsa-p384" else ec.SECP256R1())
 
 
-def _der(key: provision.PrivateKey) -> bytes:
+def _der(key: key_wrapping.PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -47,7 +47,7 @@ def _der(key: provision.PrivateKey) -> bytes:
 def _open_in_software(blob: bytes) -> bytes:
     """What the token does: OAEP-decrypt the AES key, AES-KWP-unwrap the PKCS#8."""
     data = json.loads(blob)
-    digest = provision.oaep_hash(data["oaepHash"])
+    digest = key_wrapping.oaep_hash(data["oaepHash"])
     aes = wrapping_private().decrypt(
         base64.b64decode(data["wrappedAESKey"]),
         padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None),
@@ -58,13 +58,13 @@ def _open_in_software(blob: bytes) -> bytes:
 KINDS = ["rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384"]
 
 
-@pytest.mark.parametrize("hash_name", provision.OAEP_HASHES)
+@pytest.mark.parametrize("hash_name", key_wrapping.OAEP_HASHES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_wrap_round_trip_and_envelope_names_everything(kind: str, hash_name: str) -> None:
     key = ca_key(kind)
-    blob = provision.wrap_private_key(wrapping_private().public_key(), key, hash_name=hash_name)
+    blob = key_wrapping.wrap_private_key(wrapping_private().public_key(), key, hash_name=hash_name)
     assert _open_in_software(blob) == _der(key)
-    parsed = provision.parse_wrapped_key(blob)
+    parsed = key_wrapping.parse_wrapped_key(blob)
     assert parsed.algorithm is Algorithm(kind)
     assert parsed.oaep_hash == hash_name
     assert parsed.wrapping_key_sha256 == public_key_fingerprint(wrapping_private().public_key())
@@ -80,8 +80,12 @@ def test_wrap_round_trip_and_envelope_names_everything(kind: str, hash_name: str
 def test_two_wraps_of_one_key_share_no_ciphertext() -> None:
     """A fresh AES key per wrap: the same CA key never gives the same bytes twice."""
     key = ca_key("ecdsa-p256")
-    first = provision.parse_wrapped_key(provision.wrap_private_key(wrapping_private().public_key(), key))
-    second = provision.parse_wrapped_key(provision.wrap_private_key(wrapping_private().public_key(), key))
+    first = key_wrapping.parse_wrapped_key(
+        key_wrapping.wrap_private_key(wrapping_private().public_key(), key)
+    )
+    second = key_wrapping.parse_wrapped_key(
+        key_wrapping.wrap_private_key(wrapping_private().public_key(), key)
+    )
     assert first.wrapped_aes_key != second.wrapped_aes_key
     assert first.wrapped_private_key != second.wrapped_private_key
 
@@ -106,7 +110,7 @@ def test_unsupported_ca_keys_are_refused_before_wrapping(
     case: str, make: Callable[[], object], named: str
 ) -> None:
     with pytest.raises(IssuerError) as caught:
-        provision.load_ca_private_key(_pem(make()))
+        key_wrapping.load_ca_private_key(_pem(make()))
     assert caught.value.reason == "UnsupportedKeyType"
     assert named in caught.value.message
     assert "rsa-2048" in caught.value.message  # says what would be accepted
@@ -121,22 +125,22 @@ def test_private_key_formats_and_passphrases() -> None:
         serialization.NoEncryption(),
     )
     for data in (_pem(key), der, traditional):
-        loaded = provision.load_ca_private_key(data)
+        loaded = key_wrapping.load_ca_private_key(data)
         assert public_key_fingerprint(loaded.public_key()) == public_key_fingerprint(key.public_key())
     encrypted = _pem(key, b"correct horse")
-    assert provision.load_ca_private_key(encrypted, b"correct horse") is not None
+    assert key_wrapping.load_ca_private_key(encrypted, b"correct horse") is not None
     with pytest.raises(ConfigurationError, match="encrypted"):
-        provision.load_ca_private_key(encrypted)
+        key_wrapping.load_ca_private_key(encrypted)
     with pytest.raises(ConfigurationError, match="wrong passphrase"):
-        provision.load_ca_private_key(encrypted, b"wrong")
+        key_wrapping.load_ca_private_key(encrypted, b"wrong")
     with pytest.raises(ConfigurationError, match="not encrypted"):
-        provision.load_ca_private_key(_pem(key), b"unneeded")
+        key_wrapping.load_ca_private_key(_pem(key), b"unneeded")
 
 
 def test_unreadable_key_is_refused_without_quoting_it() -> None:
     garbage = b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0IHNlY3JldCBzZWNyZXQ=\n-----END PRIVATE KEY-----\n"
     with pytest.raises(ConfigurationError) as caught:
-        provision.load_ca_private_key(garbage)
+        key_wrapping.load_ca_private_key(garbage)
     assert "c2VjcmV0" not in caught.value.message and "secret" not in caught.value.message
 
 
@@ -157,11 +161,11 @@ def test_wrapping_key_is_checked(case: str, pem: Callable[[], object], fragment:
         else b"nope"
     )
     with pytest.raises(ConfigurationError, match=fragment):
-        provision.load_wrapping_public_key(data)
+        key_wrapping.load_wrapping_public_key(data)
 
 
 def _envelope(**changes: object) -> bytes:
-    blob = provision.wrap_private_key(wrapping_private().public_key(), ca_key("ecdsa-p256"))
+    blob = key_wrapping.wrap_private_key(wrapping_private().public_key(), ca_key("ecdsa-p256"))
     data = json.loads(blob)
     for field, value in changes.items():
         if value is None:
@@ -206,7 +210,7 @@ ENVELOPE_DEFECTS: list[tuple[str, Callable[[], bytes], str, str]] = [
     ),
     ("ed25519", lambda: _envelope(algorithm="ed25519"), "UnsupportedKeyType", "ed25519"),
     ("unknown-algorithm", lambda: _envelope(algorithm="rsa-1024"), "UnsupportedKeyType", "rsa-1024"),
-    ("too-large", lambda: b" " * (provision.MAX_ENVELOPE_BYTES + 1), "WrappedKeyInvalid", "more than any"),
+    ("too-large", lambda: b" " * (key_wrapping.MAX_ENVELOPE_BYTES + 1), "WrappedKeyInvalid", "more than any"),
 ]
 
 
@@ -215,22 +219,22 @@ ENVELOPE_DEFECTS: list[tuple[str, Callable[[], bytes], str, str]] = [
 )
 def test_envelope_defects_are_named(case: str, blob: Callable[[], bytes], reason: str, fragment: str) -> None:
     with pytest.raises(IssuerError) as caught:
-        provision.parse_wrapped_key(blob())
+        key_wrapping.parse_wrapped_key(blob())
     assert caught.value.reason == reason
     assert fragment in caught.value.message, caught.value.message
 
 
 def test_blob_for_another_wrapping_key_is_named() -> None:
-    parsed = provision.parse_wrapped_key(_envelope())
-    provision.check_wrapped_for(parsed, public_key_fingerprint(wrapping_private().public_key()))
+    parsed = key_wrapping.parse_wrapped_key(_envelope())
+    key_wrapping.check_wrapped_for(parsed, public_key_fingerprint(wrapping_private().public_key()))
     with pytest.raises(IssuerError) as caught:
-        provision.check_wrapped_for(parsed, "ab" * 32)
+        key_wrapping.check_wrapped_for(parsed, "ab" * 32)
     assert caught.value.reason == "WrappedForAnotherKey"
     assert "abababababababab" in caught.value.message
     with pytest.raises(IssuerError) as refused:
-        provision.check_wrapped_for(
-            provision.parse_wrapped_key(
-                provision.wrap_private_key(
+        key_wrapping.check_wrapped_for(
+            key_wrapping.parse_wrapped_key(
+                key_wrapping.wrap_private_key(
                     wrapping_private().public_key(), ca_key("ecdsa-p256"), hash_name="sha256"
                 )
             ),
@@ -341,4 +345,4 @@ def test_cli_wraps_only_for_a_fingerprint_from_a_second_channel(
     # The right fingerprint, as `hsm keys` prints it (any case), wraps.
     right = public_key_fingerprint(wrapping_private().public_key()).upper()
     assert main([*flags[:8], "--expect-sha256", right]) == 0
-    assert provision.parse_wrapped_key(out.read_bytes()).wrapping_key_sha256 == right.lower()
+    assert key_wrapping.parse_wrapped_key(out.read_bytes()).wrapping_key_sha256 == right.lower()
