@@ -17,6 +17,9 @@ CERT_MANAGER_VERSION = "v1"
 CERTIFICATE_REQUEST_PLURAL = "certificaterequests"
 
 CONDITION_READY = "Ready"
+#: On an issuer: a rotation it was asked for waits (another is pending, or its key quota is full); the
+#: issuer keeps signing with its current key.
+CONDITION_ROTATION_REFUSED = "RotationRefused"
 CONDITION_APPROVED = "Approved"
 CONDITION_DENIED = "Denied"
 

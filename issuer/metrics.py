@@ -59,6 +59,17 @@ WORKER_RESTARTS = _ReadCounter(
 REGISTRY.register(WORKER_RESTARTS)
 LEADER = Gauge("trusted_issuer_leader", "1 while this replica holds the Lease and signs, 0 on a standby.")
 ISSUER_READY = Gauge("trusted_issuer_issuer_ready", "1 if the issuer is Ready, else 0.", ["issuer"])
+TOKEN_KEYS = Gauge(
+    "trusted_issuer_token_keys",
+    "Private keys in a profile's token labelled in one issuer scope (ti:ns/<namespace>/ or ti:cluster/), "
+    "as last counted in the token.",
+    ["profile", "scope"],
+)
+TOKEN_KEY_QUOTA = Gauge(
+    "trusted_issuer_token_key_quota",
+    "The key quota of one issuer scope in a profile's token (keyQuota in the profiles file).",
+    ["profile", "scope"],
+)
 CA_NOT_AFTER = Gauge(
     "trusted_issuer_ca_not_after_timestamp_seconds",
     "When the issuer's current CA certificate expires (Unix time).",

@@ -11,6 +11,9 @@ YAML file (``TRUSTED_ISSUER_PROFILES_FILE``, mounted from a Secret or ConfigMap 
         namespaces: [istio-system, default]   # optional: TrustedIssuers of these namespaces only
         clusterIssuers: true                  # optional (default true): TrustedClusterIssuers may use it
         attestation: none                     # optional (default none): who vouches for wrapping keys
+        keyQuota:                             # optional: keys each scope may hold (issuer/key_quota.py)
+          perNamespace: 10
+          clusterIssuers: 20
 
 Without a file, one profile named ``default`` is built from ``TRUSTED_ISSUER_PKCS11_MODULE``,
 ``TRUSTED_ISSUER_TOKEN_LABEL``/``_SERIAL`` and ``TRUSTED_ISSUER_PIN_FILE``/``TRUSTED_ISSUER_PIN``.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ import yaml
 
 from issuer.attestation import check_provider_name
 from issuer.errors import ConfigurationError, IssuerError
+from issuer.key_quota import KeyQuota
 from issuer.settings import DEFAULT_PKCS11_MODULE, Settings
 from issuer.tokens import PinSource, TokenConfig
 
@@ -41,6 +45,7 @@ class TokenProfile:
     token: TokenConfig
     namespaces: frozenset[str] | None = None
     cluster_issuers: bool = True
+    key_quota: KeyQuota = field(default_factory=KeyQuota)
 
     @property
     def attestation(self) -> str:
@@ -90,6 +95,7 @@ def _profile(name: str, data: Mapping[str, Any], origin: str) -> TokenProfile:
         "namespaces",
         "clusterIssuers",
         "attestation",
+        "keyQuota",
     }
     if unknown:
         raise ConfigurationError(f"{origin}: profile {name!r} has unknown fields {sorted(unknown)}")
@@ -119,6 +125,7 @@ def _profile(name: str, data: Mapping[str, Any], origin: str) -> TokenProfile:
         ),
         namespaces=None if namespaces is None else frozenset(str(n) for n in namespaces),
         cluster_issuers=bool(data.get("clusterIssuers", True)),
+        key_quota=KeyQuota.parse(data.get("keyQuota"), f"{origin}: profile {name!r}"),
     )
 
 

@@ -227,6 +227,7 @@ def test_profiles_file_is_accepted_by_the_operator_and_names_only_pin_files(
             "pinFile",
             "namespaces",
             "clusterIssuers",
+            "keyQuota",
         }
         assert profile.token.pin.env is None and profile.token.pin.file is not None
         pin_file = PurePosixPath(str(profile.token.pin.file))
@@ -762,3 +763,12 @@ def test_every_values_key_is_commented() -> None:
 
 def test_values_name_every_secret_never_a_pin() -> None:
     assert _pin_keys(yaml.safe_load((CHART / "values.yaml").read_text()), "") == []
+
+
+def test_the_default_profile_carries_a_key_quota_the_operator_reads() -> None:
+    """Hardware tokens and the softhsm volume hold few keys: the chart's default profile splits them."""
+    rendered = render({})
+    quota = yaml.safe_load(rendered.config()["profiles.yaml"])["profiles"]["default"]["keyQuota"]
+    assert quota == {"perNamespace": 16, "clusterIssuers": 32}
+    unbounded = render({"hsm": {"tokenProfiles": {"default": {"keyQuota": None}}}})
+    assert "keyQuota" not in yaml.safe_load(unbounded.config()["profiles.yaml"])["profiles"]["default"]

@@ -6,7 +6,8 @@ sandbox API server, exactly as in tests/operator, with profiles:
 
 - ``dev``: the canary token, any namespace;
 - ``team-a-only``: the same token, only namespace ``team-a``, no cluster issuers;
-- ``badpin``: the same token with a wrong PIN, itself a canary (a rejected PIN must not leak either).
+- ``badpin``: the same token with a wrong PIN, itself a canary (a rejected PIN must not leak either);
+- ``quota``: the same token with a key quota (test_key_quota.py).
 """
 
 from __future__ import annotations
@@ -120,6 +121,13 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
                 "clusterIssuers": False,
             },
             "badpin": {**base, "pinFile": str(wrong_pin_file)},
+            # Two keys a namespace (one more only in quota-wide), none for cluster issuers: the key
+            # quota tests (test_key_quota.py); namespaces each test makes afresh, so counts start at 0.
+            "quota": {
+                **base,
+                "pinFile": str(token.pin_file),
+                "keyQuota": {"perNamespace": 2, "namespaces": {"quota-wide": 3}, "clusterIssuers": 0},
+            },
         }
     }
     profiles_file = workdir / "profiles.yaml"

@@ -33,7 +33,15 @@ def published(generation: int, sign_from: datetime) -> dict[str, object]:
         pytest.param(1, 0, published(1, NOW + timedelta(hours=1)), False, None, id="overlap-not-over"),
         pytest.param(1, 0, published(1, NOW), True, None, id="overlap-over-switches"),
         pytest.param(1, 0, published(1, NOW - timedelta(days=1)), True, None, id="late-switch"),
-        pytest.param(2, 0, published(1, NOW - timedelta(days=1)), False, 2, id="raised-again-prepares-newer"),
+        pytest.param(
+            2, 0, published(1, NOW - timedelta(days=1)), True, None, id="raised-again-pending-signs-first"
+        ),
+        pytest.param(
+            2, 0, published(1, NOW + timedelta(hours=1)), False, None, id="raised-again-waits-no-new-key"
+        ),
+        pytest.param(
+            1, 0, published(2, NOW - timedelta(days=1)), False, None, id="lowered-never-switches-up"
+        ),
         pytest.param(1, 1, None, False, None, id="rotation-done"),
     ],
 )
@@ -59,6 +67,24 @@ def test_rotation_labels_keep_the_first_key_and_stay_in_scope() -> None:
     base = "ti:ns/team/ca/1a2b3c4d"
     assert rotation.rotation_key_label(base, 0) == base
     assert rotation.rotation_key_label(base, 3) == base + "/k3"
+
+
+@pytest.mark.parametrize(
+    ("wanted", "pending", "refused"),
+    [
+        pytest.param(1, 1, False, id="the-pending-one-is-asked"),
+        pytest.param(2, 1, True, id="raised-while-pending"),
+        pytest.param(1, 2, True, id="lowered-while-pending"),
+    ],
+)
+def test_a_new_rotation_while_one_is_pending_waits_and_says_why(
+    wanted: int, pending: int, refused: bool
+) -> None:
+    plan = rotation.plan_rotation(wanted, 0, published(pending, NOW + timedelta(hours=1)), NOW)
+    assert plan.prepare is None  # never a second new key while one is pending
+    assert bool(plan.refused) is refused
+    if refused:
+        assert f"generation {pending} is pending" in str(plan.refused)
 
 
 # -- the current CA certificate of a key -------------------------------------------------------------------

@@ -99,7 +99,7 @@ value fails the render with a message instead of failing the operator at start-u
 {{- define "trusted-issuer.profiles" -}}
 {{- $backend := include "trusted-issuer.backend" . }}
 {{- $module := include "trusted-issuer.module" . }}
-{{- $allowed := list "tokenLabel" "tokenSerial" "module" "pinSecret" "namespaces" "clusterIssuers" }}
+{{- $allowed := list "tokenLabel" "tokenSerial" "module" "pinSecret" "namespaces" "clusterIssuers" "keyQuota" }}
 {{- $resolved := list }}
 {{- range $name := keys .Values.hsm.tokenProfiles | sortAlpha }}
 {{- $profile := get $.Values.hsm.tokenProfiles $name }}
@@ -134,6 +134,12 @@ value fails the render with a message instead of failing the operator at start-u
 {{- $entry := dict "name" $name "module" (default $module $profile.module) "tokenLabel" (default "" $label) "tokenSerial" (default "" $profile.tokenSerial) "secretName" $secretName "secretKey" (default "user-pin" $secretKey) "clusterIssuers" (ne (toString $profile.clusterIssuers) "false") }}
 {{- if kindIs "slice" $profile.namespaces }}
 {{- $_ := set $entry "namespaces" $profile.namespaces }}
+{{- end }}
+{{- if $profile.keyQuota }}
+{{- if not (kindIs "map" $profile.keyQuota) }}
+{{- fail (printf "hsm.tokenProfiles.%s.keyQuota must be a mapping (perNamespace, namespaces, clusterIssuers)" $name) }}
+{{- end }}
+{{- $_ := set $entry "keyQuota" $profile.keyQuota }}
 {{- end }}
 {{- $resolved = append $resolved $entry }}
 {{- end }}

@@ -20,6 +20,7 @@ from typing import Any
 from issuer import api
 from issuer.clock import rfc3339
 from issuer.controller import conditions as st
+from issuer.controller.issuers.key_budget import KeyBudget
 from issuer.controller.issuers.key_scope import KeyScope, wrapping_key_label
 from issuer.controller.issuers.rotation import USE_SIGNING, Log, Outcome
 from issuer.controller.issuers.spec import IssuerSpec
@@ -142,6 +143,7 @@ async def imported(
     spec: IssuerSpec,
     place: Place,
     scope: KeyScope,
+    budget: KeyBudget,
     status: IssuerStatus,
     patch: StatusPatch,
     log: Log,
@@ -153,7 +155,7 @@ async def imported(
     now = runtime.clock()
     handle = await _imported_key(runtime, token, place, scope, status)
     if handle is None:
-        return await _import(runtime, token, spec, place, status, patch, log)
+        return await _import(runtime, token, spec, place, budget, status, patch, log)
 
     # Imported already (perhaps by a run that died before recording it): tidy up, then use the chain.
     if status.wrapping_key:
@@ -195,7 +197,7 @@ async def _imported_key(
 
 
 async def _wrapping_key(
-    runtime: Runtime, token: TokenConfig, place: Place, status: IssuerStatus, log: Log
+    runtime: Runtime, token: TokenConfig, place: Place, budget: KeyBudget, status: IssuerStatus, log: Log
 ) -> WrappingKey:
     """The wrapping key to advertise: looked up afresh in the token every time (one that vanished must
     not stay advertised), found by label after a crash, or made."""
@@ -207,7 +209,8 @@ async def _wrapping_key(
         # Nothing was imported with it yet, so a new one costs only a new wrap; a blob made for the old
         # one is refused by name (WrappedForAnotherKey).
         log.warning(f"the advertised wrapping key {label!r} is gone from the token: publishing a new one")
-    return await runtime.pool.generate_wrapping_key(token, label)
+    async with budget.room(f"the wrapping key {label!r}"):
+        return await runtime.pool.generate_wrapping_key(token, label)
 
 
 async def _import(
@@ -215,13 +218,14 @@ async def _import(
     token: TokenConfig,
     spec: IssuerSpec,
     place: Place,
+    budget: KeyBudget,
     status: IssuerStatus,
     patch: StatusPatch,
     log: Log,
 ) -> Outcome:
     assert spec.import_secret is not None
     where = place.secret(spec.import_secret)
-    wrapping = await _wrapping_key(runtime, token, place, status, log)
+    wrapping = await _wrapping_key(runtime, token, place, budget, status, log)
     patch.wrapping_key(wrapping)
     data = await _read_secret(runtime, place, spec.import_secret)
     if data is None:

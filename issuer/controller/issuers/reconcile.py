@@ -24,6 +24,7 @@ from issuer import api, metrics
 from issuer.backoff import backoff
 from issuer.controller import conditions as st
 from issuer.controller.issuers import provisioned_ca, rotation
+from issuer.controller.issuers.key_budget import KeyBudget
 from issuer.controller.issuers.key_scope import KeyScope
 from issuer.controller.issuers.rotation import Log as Logger
 from issuer.controller.issuers.rotation import Outcome
@@ -56,6 +57,7 @@ async def _signing_key(
     token: TokenConfig,
     spec: IssuerSpec,
     scope: KeyScope,
+    budget: KeyBudget,
     status: IssuerStatus,
 ) -> tuple[KeyHandle, int]:
     """The key that signs now and its rotation generation: recorded in status (if the record names a key
@@ -81,7 +83,7 @@ async def _signing_key(
             )
         await runtime.pool.verify_key(token, handle)
         return handle, 0
-    return await rotation.find_or_generate(runtime, token, spec, scope.base_label), 0
+    return await rotation.find_or_generate(runtime, token, spec, scope.base_label, budget), 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class Ready:
     note: str = ""
     #: The issuing CA certificate's not-after, as the signer's check found it.
     ca_not_after: datetime | None = None
+    #: A rotation asked for and refused (reason, message); the issuer keeps signing.
+    rotation_refused: tuple[str, str] | None = None
 
 
 async def reconcile(
@@ -111,6 +115,31 @@ async def reconcile(
     # Before any key is looked at: every handle status records must be one of this issuer's own.
     scope = KeyScope.of(kind, meta, spec)
     scope.check_status(status.raw)
+    budget = KeyBudget(
+        runtime, token, profile.name, scope.prefix, profile.key_quota.limit(namespace), scope.issuer
+    )
+    try:
+        return await _reconciled(runtime, kind, meta, spec, scope, budget, token, status, writer, log)
+    finally:
+        # Usage is reported whenever a quota applies, counted in the token (never taken from status).
+        if budget.limit is not None:
+            with contextlib.suppress(TrustedIssuerError):  # a token that fails has said so already
+                writer.key_quota((budget.counted or await budget.count()).to_status())
+
+
+async def _reconciled(
+    runtime: Runtime,
+    kind: str,
+    meta: Mapping[str, Any],
+    spec: IssuerSpec,
+    scope: KeyScope,
+    budget: KeyBudget,
+    token: TokenConfig,
+    status: IssuerStatus,
+    writer: StatusPatch,
+    log: Logger,
+) -> Ready:
+    namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
 
     if spec.key_source is KeySource.IMPORT or spec.ca_source is CASource.INTERMEDIATE:
         place = provisioned_ca.Place(
@@ -121,21 +150,25 @@ async def reconcile(
             provisioned_ca.secret_namespace(kind, namespace, runtime.settings.cluster_resource_namespace),
         )
         if spec.key_source is KeySource.IMPORT:
-            outcome = await provisioned_ca.imported(runtime, token, spec, place, scope, status, writer, log)
+            outcome = await provisioned_ca.imported(
+                runtime, token, spec, place, scope, budget, status, writer, log
+            )
         else:
-            handle, _ = await _signing_key(runtime, token, spec, scope, status)
+            handle, _ = await _signing_key(runtime, token, spec, scope, budget, status)
             outcome = await provisioned_ca.intermediate(runtime, token, spec, place, handle, status, writer)
         return await _checked(runtime, token, spec, outcome)
 
-    handle, generation = await _signing_key(runtime, token, spec, scope, status)
-    outcome = await rotation.self_signed(runtime, token, spec, scope, handle, generation, status, writer, log)
+    handle, generation = await _signing_key(runtime, token, spec, scope, budget, status)
+    outcome = await rotation.self_signed(
+        runtime, token, spec, scope, budget, handle, generation, status, writer, log
+    )
     return await _checked(runtime, token, spec, outcome)
 
 
 async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outcome: Outcome) -> Ready:
     signing = IssuerKey(token, outcome.handle, outcome.ca_pem, spec.policy, spec.rsa_pss)
     ca_not_after = await runtime.pool.check(signing)
-    return Ready(signing, outcome.trust_pem, outcome.note, ca_not_after)
+    return Ready(signing, outcome.trust_pem, outcome.note, ca_not_after, outcome.rotation_refused)
 
 
 async def _reconcile_and_report(
@@ -215,6 +248,15 @@ async def _report(
         f"signing with {key.algorithm.value} key {key.key_label!r} in token {key.token_label!r}{ready.note}"
     )
     writer.ready(conditions, True, api.REASON_KEY_READY, message, now, generation)
+    if ready.rotation_refused is not None:
+        reason, why = ready.rotation_refused
+        if (st.condition_of(conditions, api.CONDITION_ROTATION_REFUSED) or {}).get("message") != why:
+            logger.warning(f"rotation refused: reason={reason} message={why!r}")
+        writer.condition(api.CONDITION_ROTATION_REFUSED, True, reason, why, now, generation)
+    elif st.condition_of(conditions, api.CONDITION_ROTATION_REFUSED) is not None:
+        writer.condition(
+            api.CONDITION_ROTATION_REFUSED, False, "RotationAccepted", "no rotation waits", now, generation
+        )
     state.ready, state.signing, state.message = True, signing, message
     state.trust_pem = ready.trust_pem
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)

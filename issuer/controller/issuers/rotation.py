@@ -29,17 +29,21 @@ from typing import Any, Protocol
 from issuer import api
 from issuer.clock import parse_rfc3339, rfc3339
 from issuer.controller import conditions as st
+from issuer.controller.issuers.key_budget import KeyBudget
 from issuer.controller.issuers.key_scope import KeyScope, rotation_key_label
 from issuer.controller.issuers.spec import IssuerSpec
 from issuer.controller.issuers.status import IssuerStatus, StatusPatch, next_key_record, retired_record
 from issuer.controller.runtime import Runtime
-from issuer.errors import PermanentError
+from issuer.errors import IssuerError, PermanentError
+from issuer.key_quota import REASON_KEY_QUOTA_EXCEEDED
 from issuer.signer.api import CAInfo, KeyHandle, canonical_subject, describe_ca
 from issuer.tokens import TokenConfig
 
 USE_SIGNING = "Signing"
 USE_NEXT = "Next"
 USE_PREVIOUS = "Previous"
+#: A rotation asked for while another is pending: it waits (condition RotationRefused on the issuer).
+REASON_ROTATION_PENDING = "RotationPending"
 
 
 parse_time = parse_rfc3339
@@ -96,6 +100,8 @@ class RotationPlan:
     switch: bool
     #: Generate (or find) the key of this generation and publish it as the next key.
     prepare: int | None
+    #: Why the generation asked for waits: a rotation is already pending (never a second new key meanwhile).
+    refused: str | None = None
 
 
 def plan_rotation(
@@ -111,10 +117,20 @@ def plan_rotation(
         )
     if wanted == signing_generation:
         return RotationPlan(switch=False, prepare=None)
-    if published_next is None or int(published_next.get("generation", -1)) != wanted:
+    if published_next is None:
         return RotationPlan(switch=False, prepare=wanted)
+    pending = int(published_next.get("generation", -1))
     due = now >= parse_time(str(published_next["signFrom"]))
-    return RotationPlan(switch=due, prepare=None)
+    if pending == wanted:
+        return RotationPlan(switch=due, prepare=None)
+    # Asked again while a rotation is pending: each request used to leave one more key in the token.
+    # The pending rotation goes on (it moves toward what is asked, so it may still switch); the new one
+    # starts once it signs.
+    waits = (
+        f"spec.key.rotation.generation {wanted} waits: generation {pending} is pending "
+        f"(signs from {published_next['signFrom']}); a new rotation starts only once it signs"
+    )
+    return RotationPlan(switch=due and pending < wanted, prepare=None, refused=waits)
 
 
 class Log(Protocol):
@@ -134,6 +150,8 @@ class Outcome:
     ca_pem: bytes
     trust_pem: bytes
     note: str = ""
+    #: A rotation asked for and refused (reason, message): reported on the issuer, which keeps signing.
+    rotation_refused: tuple[str, str] | None = None
 
 
 async def _new_ca(
@@ -145,12 +163,16 @@ async def _new_ca(
     return {**st.ca_entry(pem), "publicKeySHA256": handle.public_key_sha256}
 
 
-async def find_or_generate(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, label: str) -> KeyHandle:
-    # A crash after generating but before recording leaves our own key behind: take it back.
+async def find_or_generate(
+    runtime: Runtime, token: TokenConfig, spec: IssuerSpec, label: str, budget: KeyBudget
+) -> KeyHandle:
+    """The key under ``label``: found (a crash after generating but before recording leaves our own key
+    behind: take it back), else generated if the scope's key quota has room (``KeyQuotaExceeded``)."""
     found = await runtime.pool.find_key_or_none(token, label)
     if found is not None:
         return found
-    return await runtime.pool.generate_key(token, spec.algorithm, label)
+    async with budget.room(f"key {label!r}"):
+        return await runtime.pool.generate_key(token, spec.algorithm, label)
 
 
 async def self_signed(
@@ -158,6 +180,7 @@ async def self_signed(
     token: TokenConfig,
     spec: IssuerSpec,
     scope: KeyScope,
+    budget: KeyBudget,
     handle: KeyHandle,
     generation: int,
     status: IssuerStatus,
@@ -175,6 +198,7 @@ async def self_signed(
     plan = plan_rotation(spec.rotation.generation, generation, published_next, now)
 
     next_record: dict[str, Any] | None = dict(published_next) if published_next else None
+    refused = (REASON_ROTATION_PENDING, plan.refused) if plan.refused else None
     if plan.switch:
         assert next_record is not None
         upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
@@ -186,20 +210,22 @@ async def self_signed(
         )
         handle, generation, next_record = upcoming, int(next_record["generation"]), None
     elif plan.prepare is not None:
-        if next_record is not None:
-            # The user raised the generation again before the last one signed: that key never signed;
-            # it is retired like any other, so it is never destroyed without being asked.
-            abandoned, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
-            retired.append(retired_record(abandoned, int(next_record["generation"]), now))
         label = rotation_key_label(scope.base_label, plan.prepare)
-        fresh = await find_or_generate(runtime, token, spec, label)
-        next_record = next_key_record(
-            fresh, plan.prepare, now, now + max(spec.rotation.overlap, timedelta(0))
-        )
-        log.info(
-            f"rotation: published generation {plan.prepare} key {fresh.key_label!r}; "
-            f"it signs from {next_record['signFrom']}"
-        )
+        try:
+            fresh = await find_or_generate(runtime, token, spec, label, budget)
+        except IssuerError as err:
+            if err.reason != REASON_KEY_QUOTA_EXCEEDED:
+                raise
+            # The issuer keeps signing with its key; only the rotation waits for room.
+            refused = (err.reason, f"spec.key.rotation.generation {plan.prepare} waits: {err.message}")
+        else:
+            next_record = next_key_record(
+                fresh, plan.prepare, now, now + max(spec.rotation.overlap, timedelta(0))
+            )
+            log.info(
+                f"rotation: published generation {plan.prepare} key {fresh.key_label!r}; "
+                f"it signs from {next_record['signFrom']}"
+            )
     elif next_record is not None:
         upcoming, _ = scope.signing_key(next_record["keyHandle"], "nextKey.keyHandle")
         await runtime.pool.verify_key(token, upcoming)
@@ -261,4 +287,4 @@ async def self_signed(
             f"; rotation to generation {next_record['generation']} published, "
             f"signing with the new key from {next_record['signFrom']}"
         )
-    return Outcome(handle, str(signing_entry["pem"]).encode(), trust.encode(), message)
+    return Outcome(handle, str(signing_entry["pem"]).encode(), trust.encode(), message, refused)

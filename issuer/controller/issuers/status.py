@@ -29,6 +29,7 @@ CA_CHAIN = "caChain"
 CA_CSR = "caCSR"
 WRAPPING_KEY = "wrappingKey"
 KEY_IMPORT = "keyImport"
+KEY_QUOTA = "keyQuota"
 CONDITIONS = "conditions"
 OBSERVED_GENERATION = "observedGeneration"
 
@@ -160,3 +161,15 @@ class StatusPatch:
             before, api.CONDITION_READY, ready, reason, message, now, generation
         )
         self.target[OBSERVED_GENERATION] = generation
+
+    def condition(
+        self, kind: str, status: bool, reason: str, message: str, now: datetime, generation: int
+    ) -> None:
+        """One more condition beside Ready (call after :meth:`ready`, whose conditions it keeps)."""
+        self.target[CONDITIONS] = conditions.set_condition(
+            self.target.get(CONDITIONS), kind, status, reason, message, now, generation
+        )
+
+    def key_quota(self, usage: Mapping[str, Any]) -> None:
+        """``keyQuota``: the scope's keys as counted in the token and its share (a report, not an input)."""
+        self.target[KEY_QUOTA] = dict(usage)
