@@ -85,3 +85,92 @@ def cert_manager_controllers(
         ],
         log_path,
     )
+
+
+#: cert-manager's webhook cannot run here; these admission policies of the API server itself stand in for
+#: the part of it an issuer relies on: a CertificateRequest's spec.username/groups/uid are the creator's,
+#: whatever the creator wrote (MutatingAdmissionPolicy, on CREATE); a written spec.extra is refused (the
+#: webhook would copy the creator's; a JSON patch cannot) and the spec never changes afterwards
+#: (ValidatingAdmissionPolicy). They do not stand in for the webhook's other checks
+#: (the CSR matching the spec, approval only by who may approve for the signer, ...).
+REQUESTER_IDENTITY_POLICIES: list[dict[str, object]] = [
+    {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": "cert-manager-requester-identity"},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["cert-manager.io"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["certificaterequests"],
+                    }
+                ]
+            },
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "mutations": [
+                {
+                    # JSONPatch, not ApplyConfiguration: spec.groups is an atomic list, which an apply
+                    # configuration may not change. "add" replaces a member that is there (RFC 6902).
+                    "patchType": "JSONPatch",
+                    "jsonPatch": {
+                        "expression": (
+                            "["
+                            'JSONPatch{op: "add", path: "/spec/username", value: request.userInfo.username}, '
+                            'JSONPatch{op: "add", path: "/spec/groups", value: '
+                            "has(request.userInfo.groups) ? request.userInfo.groups.map(g, string(g)) : []}, "
+                            'JSONPatch{op: "add", path: "/spec/uid", value: '
+                            "has(request.userInfo.uid) ? request.userInfo.uid : ''}"
+                            "]"
+                        )
+                    },
+                }
+            ],
+        },
+    },
+    {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": "cert-manager-requester-identity"},
+        "spec": {"policyName": "cert-manager-requester-identity"},
+    },
+    {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "cert-manager-request-spec"},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["cert-manager.io"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["certificaterequests"],
+                    }
+                ]
+            },
+            "failurePolicy": "Fail",
+            "validations": [
+                {
+                    # A JSON patch cannot write userInfo.extra (a map of lists does not convert), so a
+                    # requester's own spec.extra is refused rather than trusted.
+                    "expression": "request.operation != 'CREATE' || !has(object.spec.extra)",
+                    "message": "spec.extra is the API server's to fill in; it may not be written",
+                },
+                {
+                    "expression": "request.operation != 'UPDATE' || object.spec == oldObject.spec",
+                    "message": "a CertificateRequest's spec is immutable (as cert-manager's webhook says)",
+                },
+            ],
+        },
+    },
+    {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "cert-manager-request-spec"},
+        "spec": {"policyName": "cert-manager-request-spec", "validationActions": ["Deny"]},
+    },
+]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from tests.cluster.clients import (
     APPROVER,
     CERTIFICATE_CONTROLLERS,
+    REQUESTER_IDENTITY_POLICIES,
     ClientsMissing,
     cert_manager_controllers,
     client_bins_dir,
@@ -34,7 +36,8 @@ from tests.cluster.controlplane import Component
 from tests.cluster.install import FIELD_MANAGER
 from tests.cluster.kube import ClusterKube
 from tests.cluster.test_requests import issuer_ca, ready_issuer, unique
-from tests.operator.kube import CR_PATH, ISSUER_PATH, ApiFailure, condition
+from tests.csrs import make_csr
+from tests.operator.kube import CR_PATH, ISSUER_PATH, ApiFailure, certificate_request, condition
 from tests.verifiers import openssl_verify
 
 CERT_PATH = "/apis/cert-manager.io/v1/namespaces/{ns}/certificates"
@@ -72,6 +75,7 @@ def cert_manager(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}", "-f", str(crd)
         )
     live.plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    apply_requester_identity_policies(live)
     workdir = tmp_path_factory.mktemp("cert-manager")
     # As an administrator: cert-manager's own RBAC is its chart's, not ours to reproduce.
     kubeconfig: Path = live.plane.admin_kubeconfig
@@ -86,6 +90,32 @@ def cert_manager(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         running.approver.stop()
         running.certificates.stop()
+        for policy in reversed(REQUESTER_IDENTITY_POLICIES):
+            meta = policy["metadata"]
+            assert isinstance(meta, dict)
+            live.plane.kubectl("delete", str(policy["kind"]).lower(), str(meta["name"]), "--ignore-not-found")
+
+
+def apply_requester_identity_policies(live: Live) -> None:
+    """The admission policies standing in for cert-manager's webhook's identity fields; returns once the
+    API server enforces them (a dry-run create comes back with the creator's name)."""
+    live.plane.kubectl(
+        "apply",
+        "--server-side",
+        f"--field-manager={FIELD_MANAGER}",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(REQUESTER_IDENTITY_POLICIES),
+    )
+    probe = certificate_request("probe", make_csr(dns=["probe.example.com"]), issuer="none")
+    probe["spec"]["username"] = "forged"
+    deadline = time.monotonic() + 30
+    while True:
+        created = live.kube.call("POST", CR_PATH.format(ns="default") + "?dryRun=All", probe)
+        if created["spec"].get("username") == "admin":
+            return
+        assert time.monotonic() < deadline, f"the admission policies are not enforced: {created['spec']}"
+        time.sleep(0.3)
 
 
 def certificate(
@@ -181,8 +211,11 @@ def test_certificate_becomes_ready_and_its_secret_verifies(
     assert sans.get_values_for_type(x509.DNSName) == ["web.example.com"]
     requests = kube.get(CR_PATH.format(ns=namespace))["items"]
     assert len(requests) == 1
-    # Approved by cert-manager's own approver, issued by us.
+    # Approved by cert-manager's own approver, issued by us; the requester is cert-manager's identity
+    # (here an administrator), written by the admission policy standing in for its webhook.
     assert condition(requests[0], "Approved").get("status") == "True"
+    assert requests[0]["spec"]["username"] == "admin"
+    assert "system:masters" in requests[0]["spec"]["groups"]
     assert condition(requests[0]).get("reason") == "Issued"
 
 
@@ -359,3 +392,64 @@ def _signed_by(data: dict[str, bytes], ca: x509.Certificate) -> bool:
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True
+
+
+def test_a_requester_cannot_forge_its_identity_or_rewrite_a_request(
+    live: Live, cert_manager: CertManager
+) -> None:
+    """The admission policies in place of cert-manager's webhook: a tenant allowed to create
+    CertificateRequests gets its own name in spec.username whatever it wrote, may not write spec.extra,
+    and may not change a request's spec afterwards."""
+    kube, namespace = live.kube, unique("cm-forge")
+    kube.namespace(namespace)
+    rules = [
+        {
+            "apiGroups": ["cert-manager.io"],
+            "resources": ["certificaterequests"],
+            "verbs": ["create", "get", "update", "patch"],
+        }
+    ]
+    kube.create(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+        {"metadata": {"name": "requester"}, "rules": rules},
+    )
+    kube.create(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        {
+            "metadata": {"name": "mallory-requests"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "requester"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}],
+        },
+    )
+    mallory = live.tenant("mallory")
+    path = CR_PATH.format(ns=namespace)
+    forged = certificate_request("forged", make_csr(dns=["forged.example.com"]), issuer="any")
+    forged["spec"].update(
+        {
+            "username": "system:serviceaccount:cert-manager:cert-manager",
+            "groups": ["system:masters"],
+            "uid": "forged",
+        }
+    )
+    deadline = time.monotonic() + 30
+    while True:  # RBAC's authorizer learns of the new binding within moments
+        try:
+            created = mallory.create(path, forged)
+            break
+        except ApiFailure as err:
+            if err.status != 403 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    assert created["spec"]["username"] == "mallory"
+    assert created["spec"]["groups"] == ["system:authenticated"]
+    assert created["spec"].get("uid", "") == ""
+    with_extra = certificate_request("extra", make_csr(dns=["extra.example.com"]), issuer="any")
+    with_extra["spec"]["extra"] = {"authentication.kubernetes.io/pod-name": ["cert-manager-0"]}
+    with pytest.raises(ApiFailure) as refused:
+        mallory.create(path, with_extra)
+    assert refused.value.status == 422 and "spec.extra" in str(refused.value)
+    with pytest.raises(ApiFailure) as rewritten:
+        mallory.call(
+            "PATCH", f"{path}/forged", {"spec": {"username": "admin"}}, "application/merge-patch+json"
+        )
+    assert rewritten.value.status == 422 and "immutable" in str(rewritten.value)
