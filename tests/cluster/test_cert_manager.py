@@ -241,11 +241,12 @@ def test_renewal_at_two_thirds_of_the_lifetime_the_issuer_granted(
         kube,
         namespace,
         "short",
-        lambda o: ready(o) and o["status"].get("revision", 0) >= 2,
+        # The readiness controller moves renewalTime a moment after the issuing controller's revision.
+        lambda o: ready(o) and o["status"].get("revision", 0) >= 2 and o["status"]["renewalTime"] != renewal,
         timeout=90,
         cm=cert_manager,
     )
-    assert second["status"]["renewalTime"] != renewal
+    assert second["status"]["revision"] <= 3, "renewed more often than every ~20 s"
     cert2 = assert_secret_verifies(kube, namespace, "short-tls", issuer)
     assert cert2.serial_number != cert1.serial_number
     same_key = public_key_der(cert1.public_key()) == public_key_der(cert2.public_key())
