@@ -34,6 +34,14 @@ cluster-bins: ## build (or reuse) kube-apiserver, kube-controller-manager and et
 cluster: dev ## keep a real control plane (etcd, kube-apiserver, controller-manager) running; prints its KUBECONFIG
 	@VENV=$(VENV) scripts/cluster.sh
 
+.PHONY: client-bins
+client-bins: ## build (or reuse) cert-manager's own controllers (v1.21.1) from the Go module proxy
+	@scripts/client-bins.sh
+
+.PHONY: demo-cluster
+demo-cluster: dev ## the real thing: control plane + operator + cert-manager's controllers; a Certificate Ready
+	@VENV=$(VENV) scripts/demo-cluster.sh
+
 .PHONY: test
 test: ## run the tests (unit, integration on a real SoftHSM2 token; e2e skips without Docker)
 	@VENV=$(VENV) scripts/bootstrap.sh

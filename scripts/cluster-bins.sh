@@ -58,8 +58,10 @@ regenerate() {
     "go.etcd.io/etcd/server/v3@$etcd_version" && go mod tidy)
 }
 
+# Relative names: sha256sum prints them, and the key must not depend on where the checkout is (CI clones
+# into another folder, and each worktree would rebuild cold).
 gosum_hash() {
-  sha256sum "$module_dir/go.sum" "$module_dir/go.mod" | sha256sum | cut -c1-12
+  (cd "$module_dir" && sha256sum go.sum go.mod) | sha256sum | cut -c1-12
 }
 
 case "${1:-}" in

@@ -14,6 +14,7 @@ import requests
 import yaml
 
 from tests.chart.rendering import NAMESPACE, render
+from tests.cluster.clients import cert_manager_crds_of_module
 from tests.cluster.controlplane import ROOT, ControlPlane, write_kubeconfig
 
 OUR_CRDS = sorted((ROOT / "crds").glob("*.yaml"))
@@ -32,11 +33,17 @@ CHART_VALUES: dict[str, Any] = {"rbac": {"secretAccess": {"namespaces": [SECRETS
 
 
 def cert_manager_crds() -> list[Path]:
-    """cert-manager's CRDs: ``TRUSTED_ISSUER_CERT_MANAGER_CRDS`` (a directory), else ``shared/cert-manager``
-    beside the checkout or one level further up (CI checks out next to ``shared/``)."""
+    """cert-manager's CRDs: ``TRUSTED_ISSUER_CERT_MANAGER_CRDS`` (a directory), else those of the version
+    cert-manager's controllers are built from (``scripts/client-bins.sh`` keeps them beside the binary),
+    else ``shared/cert-manager`` beside the checkout or one level further up (CI checks out next to
+    ``shared/``)."""
     candidates = []
     if os.environ.get("TRUSTED_ISSUER_CERT_MANAGER_CRDS"):
         candidates.append(Path(os.environ["TRUSTED_ISSUER_CERT_MANAGER_CRDS"]))
+    else:
+        from_module = cert_manager_crds_of_module()
+        if from_module:
+            return from_module
     candidates += [parent / "shared" / "cert-manager" for parent in ROOT.parents]
     for directory in candidates:
         found = sorted(directory.glob("cert-manager.io_*.yaml"))
