@@ -598,7 +598,10 @@ def issue_checked_certificate(
             f"the CA certificate expired at {ca_cert.not_valid_after_utc.isoformat()}", "CAExpired"
         )
     lifetime = policy.lifetime(request.duration)
-    not_before = max(now - BACKDATE, ca_cert.not_valid_before_utc)
+    # Backdated for clocks a little behind ours, but by at most a tenth of the lifetime: cert-manager
+    # renews at 2/3 of notAfter - notBefore, so a 5-minute backdate on a 30-second certificate made it
+    # due for renewal the moment it was issued, and cert-manager reissued in a loop.
+    not_before = max(now - min(BACKDATE, lifetime / 10), ca_cert.not_valid_before_utc)
     not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
 
     builder = (

@@ -504,6 +504,12 @@ def test_signature_verifies_with_ca_public_key_only(pki: PKI) -> None:
             timedelta(0), timedelta(days=3650), -timedelta(minutes=2), Policy(), timedelta(hours=1),
             -BACKDATE, timedelta(minutes=58), id="backdate-stops-at-ca-not-before",
         ),
+        pytest.param(
+            -timedelta(days=1), timedelta(days=3650), timedelta(0),
+            Policy(min_duration=timedelta(seconds=1), max_duration=timedelta(seconds=30),
+                   default_duration=timedelta(seconds=30)), None,
+            -timedelta(seconds=3), timedelta(seconds=30), id="short-lifetime-backdated-a-tenth",
+        ),
     ],
 )  # fmt: skip
 def test_validity(
@@ -1167,3 +1173,14 @@ def test_csr_matches(which: str, subject: str, fits: bool) -> None:
         which
     ]
     assert csr_matches(given, key, subject) is fits
+
+
+@pytest.mark.parametrize("seconds", [5, 30, 150, 600, 86400])
+def test_a_certificate_is_never_due_for_renewal_when_issued(pki: PKI, seconds: int) -> None:
+    """cert-manager renews at 2/3 of notAfter - notBefore: that point lies ahead at issuance, however short
+    the lifetime the policy grants (a 5-minute backdate on a 30 s certificate made renewal loop)."""
+    lifetime = timedelta(seconds=seconds)
+    policy = Policy(min_duration=timedelta(seconds=1), max_duration=lifetime, default_duration=lifetime)
+    leaf, _ = _issue(pki, pki.csr(), ca=pki.ca(now=pki.now - timedelta(days=1)), policy=policy, duration=None)
+    validity = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    assert leaf.not_valid_before_utc + validity * 2 / 3 > pki.now
