@@ -102,6 +102,36 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """What the token can do for us: info, algorithms, signing mechanisms, unwrap, a signing rate."""
+    if not 0 < args.seconds <= 10:
+        raise UsageError(f"--seconds must be above 0 and at most 10, not {args.seconds}")
+    settings = _settings(args)
+    with _pool(settings) as pool:
+        probe = pool.probe_token.blocking(settings.token(), args.seconds)
+    if args.json:
+        print(json.dumps(probe.to_json(), indent=2))
+        return 0
+    print(f"token:     {probe.label!r} serial {probe.serial}")
+    print(
+        f"module:    {probe.manufacturer} {probe.model}, firmware {probe.firmware}, hardware {probe.hardware}"
+    )
+    print(f"{'ALGORITHM':11} {'GENERATE':8} {'SIGN WITH':18} {'SIGS/S':>8}  NOTE")
+    for a in probe.algorithms:
+        mechanism = f"CKM_{a.signing_mechanism}" if a.signing_mechanism else "-"
+        rate = f"{a.signatures_per_second:.0f}" if a.signatures_per_second is not None else "-"
+        note = a.why_not or ("digest computed outside the token" if a.digest_here else "")
+        row = f"{a.algorithm.value:11} {'yes' if a.can_generate else 'no':8} {mechanism:18} {rate:>8}  {note}"
+        print(row.rstrip())
+    yes_no = {True: "offered", False: "not offered"}
+    print(
+        f"unwrap:    CKM_RSA_PKCS_OAEP {yes_no[probe.unwrap_rsa_oaep]}, "
+        f"CKM_AES_KEY_WRAP_PAD {yes_no[probe.unwrap_aes_kwp]}"
+    )
+    print(f"left behind: {probe.objects_left_behind} objects (the probe uses session keys only)")
+    return 0
+
+
 def cmd_ca_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     token = settings.token()
@@ -258,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     _token_args(keys)
     keys.add_argument("--json", action="store_true", help="print JSON")
     keys.set_defaults(run=cmd_keys)
+    probe = hsm.add_parser(
+        "probe",
+        help="what the token can do for us: algorithms, signing mechanisms, unwrap, a signing rate",
+    )
+    _token_args(probe)
+    probe.add_argument("--json", action="store_true", help="print JSON")
+    probe.add_argument(
+        "--seconds", type=float, default=0.5, help="signing time per algorithm (default 0.5; session keys)"
+    )
+    probe.set_defaults(run=cmd_probe)
 
     ca = commands.add_parser("ca", help="CA certificates").add_subparsers(dest="ca", required=True)
     create = ca.add_parser(

@@ -13,7 +13,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,15 @@ from issuer.signer.keys import (
     KeyReport,
     PublicKey,
     public_key_fingerprint,
+)
+from issuer.signer.token_capabilities import (
+    GENERATED_ONLY,
+    AlgorithmSupport,
+    MechanismInfo,
+    TokenProbe,
+    algorithm_support,
+    check_private_key_protection,
+    unwrap_offered,
 )
 from issuer.tokens import TokenConfig
 
@@ -299,6 +309,9 @@ class TokenSession:
                 token = self._lib.get_token(token_label=config.token_label)
         self.token_label = _text(token.label)
         self.token_serial = _text(token.serial)
+        self._token = token
+        #: How errors name the token: its manufacturer and model, as its token info gives them.
+        self.token_name = f"{_text(token.manufacturer_id)} {_text(token.model)} token {self.token_label!r}"
         pin = config.pin.read()
         where = f"logging in to {config.describe()}"
         token_key = (config.module, self.token_serial)
@@ -351,6 +364,10 @@ class TokenSession:
 
         The CKA_ID is 16 random bytes, so two keys never share an id even under one label; a label that
         is already taken is refused so that a label always names one key.
+
+        The private key is read back: a token that reports it extractable, not sensitive, not
+        CKA_ALWAYS_SENSITIVE or not CKA_NEVER_EXTRACTABLE, or differing from any other boolean of the
+        template, has both halves destroyed and ``IssuerError`` (``KeyProtectionRefused``) raised.
         """
         self._refuse_taken(key_label)
         key_id = secrets.token_bytes(16)
@@ -375,6 +392,7 @@ class TokenSession:
                 private_template=private,
                 store=True,
             )
+        self._check_protection(priv, {**_asked(private), **GENERATED_ONLY}, key_label, (pub, priv))
         public_key = _public_key(pub, algorithm)
         handle = self._handle(key_label, key_id, algorithm, public_key)
         self._keys[(handle.key_id, handle.key_label)] = SigningKey(handle, public_key, priv)
@@ -469,6 +487,8 @@ class TokenSession:
                 private_template={**WRAPPING_PRIVATE_TEMPLATE, **common},
                 store=True,
             )
+        asked = {**_asked(WRAPPING_PRIVATE_TEMPLATE), **GENERATED_ONLY}
+        self._check_protection(priv, asked, key_label, (pub, priv))
         return self._wrapping_key(pub, priv, key_label, key_id)
 
     def find_wrapping_key(self, key_label: str) -> tuple[KeyHandle, bytes, tuple[str, ...]]:
@@ -555,6 +575,11 @@ class TokenSession:
         beside it, proven by a signature before it is returned. The transport AES key is a session
         object, destroyed before this returns; on any failure nothing of the import is left behind.
 
+        The new private key is read back before anything else: it must be CKA_SENSITIVE and not
+        CKA_EXTRACTABLE, and match every other boolean of its template, or it is destroyed and
+        ``IssuerError`` (``KeyProtectionRefused``) names the token and the attribute. CKA_ALWAYS_SENSITIVE
+        and CKA_NEVER_EXTRACTABLE are not required: an imported key existed outside the token.
+
         Idempotent: when ``key_label`` already holds this very key (an earlier call imported it and its
         caller died before recording the handle), that key's handle is returned; any other key under
         the label is refused.
@@ -585,11 +610,15 @@ class TokenSession:
                 ) from None
         key_id = secrets.token_bytes(16)
         try:
-            priv = self._unwrap_private(transport, wrapped, key_label, key_id, where)
+            priv, template = self._unwrap_private(transport, wrapped, key_label, key_id, where)
         finally:
             with token_errors("destroying the session transport key"):
                 transport.destroy()
         try:
+            # Only what the template asked: an imported key existed outside the token, so it is never
+            # CKA_ALWAYS_SENSITIVE nor CKA_NEVER_EXTRACTABLE (opencryptoki 3.8.1 ignores SENSITIVE and
+            # EXTRACTABLE in C_UnwrapKey's template: this is where that ends in a refusal).
+            self._check_protection(priv, _asked(template), key_label, (priv,))
             return self._adopt_unwrapped(priv, wrapped, key_label, key_id, where)
         except BaseException:
             with contextlib.suppress(p11err.PKCS11Error):
@@ -622,30 +651,33 @@ class TokenSession:
 
     def _unwrap_private(
         self, transport: Any, wrapped: WrappedKey, key_label: str, key_id: bytes, where: str
-    ) -> Any:
+    ) -> tuple[Any, dict[Attribute, Any]]:
+        """The unwrapped private key and the template the token accepted for it."""
         key_type = KeyType.RSA if wrapped.algorithm.family == "rsa" else KeyType.EC
         template = {**_UNWRAPPED_KEY_TEMPLATE, Attribute.LABEL: key_label, Attribute.ID: key_id}
         with token_errors(where):
             try:
                 try:
-                    return transport.unwrap_key(
+                    priv = transport.unwrap_key(
                         ObjectClass.PRIVATE_KEY,
                         key_type,
                         wrapped.wrapped_private_key,
                         mechanism=Mechanism.AES_KEY_WRAP_PAD,
                         template=template,
                     )
+                    return priv, template
                 except p11err.AttributeReadOnly:
                     # SoftHSM2 2.6.1 refuses CKA_MODIFIABLE=false in C_UnwrapKey (measured); the key is
                     # still sign-only, sensitive, non-extractable and uncopyable.
                     del template[Attribute.MODIFIABLE]
-                    return transport.unwrap_key(
+                    priv = transport.unwrap_key(
                         ObjectClass.PRIVATE_KEY,
                         key_type,
                         wrapped.wrapped_private_key,
                         mechanism=Mechanism.AES_KEY_WRAP_PAD,
                         template=template,
                     )
+                    return priv, template
             except _BAD_CIPHERTEXT:
                 raise IssuerError(
                     f"{where}: the token cannot unwrap the CA key (the blob is corrupt or truncated)",
@@ -757,7 +789,113 @@ class TokenSession:
             with token_errors("destroying the session wrapping key"):
                 wrapper.destroy()
 
+    # -- what the token can do (`hsm probe`) ----------------------------------------------------------
+
+    def probe(self, seconds: float) -> TokenProbe:
+        """What this token can do for us, from its token info and mechanism list, with a signing rate
+        measured for ``seconds`` per algorithm it can do, on session keys (CKA_TOKEN=false) destroyed
+        before this returns: the token holds no new object afterwards (``objects_left_behind`` counts
+        what this session still sees beyond what it saw before, and is 0)."""
+        where = f"probing {self.config.describe()}"
+        with token_errors(where):
+            slot = self._token.slot
+            mechanisms = {}
+            for mechanism in slot.get_mechanisms():
+                info = slot.get_mechanism_info(mechanism)
+                functions = frozenset(
+                    name for name, flag in _FUNCTIONS.items() if int(info.flags) & int(flag)
+                )
+                mechanisms[mechanism.name.lstrip("_")] = MechanismInfo(
+                    int(info.min_key_length), int(info.max_key_length), functions
+                )
+            before = len(list(self._session.get_objects({})))
+        results = []
+        for algorithm in Algorithm:
+            support = algorithm_support(algorithm, mechanisms)
+            if support.usable:
+                rate = self._signing_rate(algorithm, support, seconds)
+                support = AlgorithmSupport(
+                    algorithm,
+                    support.can_generate,
+                    support.signing_mechanism,
+                    support.digest_here,
+                    support.why_not,
+                    rate,
+                )
+            results.append(support)
+        with token_errors(where):
+            after = len(list(self._session.get_objects({})))
+        token = self._token
+        return TokenProbe(
+            manufacturer=_text(token.manufacturer_id),
+            model=_text(token.model),
+            firmware=_version(getattr(token, "firmware_version", "")),
+            hardware=_version(getattr(token, "hardware_version", "")),
+            label=self.token_label,
+            serial=self.token_serial,
+            algorithms=tuple(results),
+            unwrap_rsa_oaep=unwrap_offered(mechanisms, "RSA_PKCS_OAEP"),
+            unwrap_aes_kwp=unwrap_offered(mechanisms, "AES_KEY_WRAP_PAD"),
+            objects_left_behind=max(0, after - before),
+            mechanisms=tuple(sorted(mechanisms)),
+        )
+
+    def _signing_rate(self, algorithm: Algorithm, support: AlgorithmSupport, seconds: float) -> float:
+        """Signatures per second with a session key pair and the chosen mechanism, over ``seconds``."""
+        session_only = {Attribute.TOKEN: False}
+        public = {**PUBLIC_KEY_TEMPLATE, **session_only}
+        private = {**PRIVATE_KEY_TEMPLATE, **session_only, Attribute.MODIFIABLE: DEFAULT}
+        with token_errors(f"probing {algorithm.value} in {self.config.describe()}"):
+            if algorithm.family == "rsa":
+                public[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
+                key_type, bits, gen = KeyType.RSA, algorithm.rsa_bits, Mechanism.RSA_PKCS_KEY_PAIR_GEN
+            elif algorithm.family == "ec":
+                public[Attribute.EC_PARAMS] = encode_named_curve_parameters(algorithm.curve_name)
+                key_type, bits, gen = KeyType.EC, 0, Mechanism.EC_KEY_PAIR_GEN
+            else:
+                public[Attribute.EC_PARAMS] = ObjectIdentifier(ED25519_OID).dump()
+                key_type, bits, gen = KeyType.EC_EDWARDS, 0, Mechanism.EC_EDWARDS_KEY_PAIR_GEN
+            pub, priv = self._session.generate_keypair(
+                key_type, bits, mechanism=gen, public_template=public, private_template=private, store=False
+            )
+            try:
+                mechanism = Mechanism[support.signing_mechanism]
+                digest = algorithm.signature_hash()
+                data = b"trusted-issuer probe " + secrets.token_bytes(16)
+                if support.digest_here and digest is not None:
+                    data = hashlib.new(digest.name, data).digest()
+                    if algorithm.family == "rsa":
+                        data = _DIGEST_INFO_PREFIX[digest.name] + data
+                count, started = 0, time.monotonic()
+                while (elapsed := time.monotonic() - started) < seconds or count == 0:
+                    priv.sign(data, mechanism=mechanism)
+                    count += 1
+            finally:
+                priv.destroy()
+                pub.destroy()
+        return round(count / max(elapsed, 1e-9), 1)
+
     # -- internals -----------------------------------------------------------------------------------
+
+    def _check_protection(
+        self, priv: Any, asked: Mapping[str, bool], key_label: str, created: tuple[Any, ...]
+    ) -> None:
+        """Read back the protection attributes of a key this session just made, and destroy ``created``
+        before refusing it (see ``token_capabilities.check_private_key_protection``)."""
+        flags: dict[str, bool | None] = {}
+        with token_errors(f"reading back the attributes of new key {key_label!r}"):
+            for name in asked:
+                try:
+                    flags[name] = bool(priv[Attribute[name.removeprefix("CKA_")]])
+                except (p11err.AttributeTypeInvalid, p11err.AttributeSensitive):
+                    flags[name] = None
+        try:
+            check_private_key_protection(flags, asked, self.token_name, key_label)
+        except IssuerError:
+            with contextlib.suppress(p11err.PKCS11Error):
+                for obj in created:
+                    obj.destroy()
+            raise
 
     def _check_token(self, handle: KeyHandle) -> None:
         if handle.token_serial and handle.token_serial != self.token_serial:
@@ -796,6 +934,33 @@ class TokenSession:
             algorithm = Algorithm.of_public_key(public_key)
         handle = self._handle(label, key_id, algorithm, public_key)
         return KeyReport(handle, *flags)
+
+
+_FUNCTIONS = {
+    "sign": pkcs11.MechanismFlag.SIGN,
+    "verify": pkcs11.MechanismFlag.VERIFY,
+    "generate_key_pair": pkcs11.MechanismFlag.GENERATE_KEY_PAIR,
+    "wrap": pkcs11.MechanismFlag.WRAP,
+    "unwrap": pkcs11.MechanismFlag.UNWRAP,
+    "digest": pkcs11.MechanismFlag.DIGEST,
+}
+#: DER DigestInfo headers (RFC 8017, 9.2 note 1): what CKM_RSA_PKCS signs ahead of the digest.
+_DIGEST_INFO_PREFIX = {
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+
+
+def _asked(template: Mapping[Attribute, Any]) -> dict[str, bool]:
+    """The boolean attributes of a key template, by PKCS#11 name, as the read-back compares them."""
+    return {f"CKA_{a.name}": v for a, v in template.items() if isinstance(v, bool)}
+
+
+def _version(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ".".join(str(v) for v in value)
+    return _text(value)
 
 
 _MODULES: dict[str, Any] = {}

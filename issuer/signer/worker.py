@@ -41,6 +41,7 @@ from issuer.signer.certificates import (
 )
 from issuer.signer.key_wrapping import check_wrapped_for, parse_wrapped_key
 from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, KeyReport, WrappingKey
+from issuer.signer.token_capabilities import TokenProbe
 from issuer.signer.token_keys import TokenPrivateKey, token_private_key
 from issuer.tokens import TokenConfig
 
@@ -369,6 +370,12 @@ def destroy_key_if_present(config: TokenConfig, handle: KeyHandle) -> bool:
         return True
 
     return _unless_missing(run, False)
+
+
+def probe_token(config: TokenConfig, seconds: float = 0.5) -> TokenProbe:
+    """What the token can do for us (``hsm probe``): its info, our algorithms and their signing
+    mechanisms, unwrap, and a signing rate over ``seconds`` per algorithm, on session keys only."""
+    return _on_token(config, lambda s: s.probe(seconds))
 
 
 def private_key_attribute(config: TokenConfig, handle: KeyHandle, attribute: str) -> object:
