@@ -78,7 +78,14 @@ def test_probe_reports_what_softhsm2_can_do_and_leaves_nothing(
     for algorithm in found.values():
         if algorithm["usable"]:
             assert algorithm["signaturesPerSecond"] > 0, algorithm
-    assert probe["unwrap"] == {"rsaOAEP": True, "aesKeyWrapPad": True}
+    assert probe["unwrap"] == {
+        "rsaOAEP": True,
+        "aesKeyWrapPad": True,
+        "keyWraps": ["AES_KEY_WRAP_PAD"],  # SoftHSM2 2.6.1 lists CKM_AES_CBC_PAD without unwrap
+        "importPossible": True,
+    }
+    assert probe["module"] == "SoftHSM (PKCS#11 2.40)"
+    assert probe["sessionKeys"] is True
 
 
 def test_probe_prints_a_table(token_config: TokenConfig) -> None:
