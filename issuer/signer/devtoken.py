@@ -119,7 +119,10 @@ def answer_prompts(argv: list[str], answers: list[str], env: dict[str, str] | No
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise ConfigurationError(f"{argv[0]} did not finish within a minute") from None
+            seen = output.decode(errors="replace").strip().splitlines()[-1:] or ["nothing"]
+            raise ConfigurationError(
+                f"{argv[0]} did not finish within a minute (it last printed {seen[0].strip()!r})"
+            ) from None
     finally:
         os.close(controller)
         if terminal >= 0:

@@ -72,7 +72,14 @@ def _slot_daemon() -> None:
     started = subprocess.run(["pkcsslotd"], capture_output=True, text=True, check=False, timeout=30)
     if started.returncode != 0:
         raise ConfigurationError(f"pkcsslotd did not start: {started.stderr.strip() or started.returncode}")
-    time.sleep(0.2)
+    for _ in range(100):  # serving once pkcsconf sees the slot
+        shown = subprocess.run(
+            ["pkcsconf", "-t", "-c", SOFT_TOKEN_SLOT], capture_output=True, check=False, timeout=30
+        )
+        if shown.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise ConfigurationError("pkcsslotd started but serves no slot 3 within 10 s")
 
 
 def soft_token() -> tuple[str, bool]:

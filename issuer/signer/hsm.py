@@ -12,10 +12,12 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import os
 import re
 import secrets
-import tempfile
+import stat
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -798,25 +800,35 @@ class TokenSession:
                 ) from None
 
     def try_wrap_out(self, handle: KeyHandle) -> None:
-        """Attempt to export the CA private key under a fresh session AES key with C_WrapKey.
+        """Attempt to export the CA private key under a fresh AES key with C_WrapKey.
 
         Exists so tests can prove the token refuses; raises PermanentError(reason="KeyUnextractable")
-        when it does, and returns only if the token wrongly exported the key (the wrapped bytes are
-        discarded immediately).
+        when it does (it refuses the key, or has no C_GenerateKey/C_WrapKey to export anything with:
+        tpm2-pkcs11 1.9), and returns only if the token wrongly exported the key (the wrapped bytes
+        are discarded immediately).
         """
         key = self.signing_key(handle)
+        unable = PermanentError(
+            "the token cannot export the key: it has no C_GenerateKey or C_WrapKey to export it with",
+            "KeyUnextractable",
+        )
         with token_errors("creating a session wrapping key"):
-            wrapper = self._session.generate_key(
-                KeyType.AES,
-                256,
-                template={Attribute.TOKEN: False, Attribute.WRAP: True, Attribute.EXTRACTABLE: False},
-            )
+            try:
+                wrapper = self._session.generate_key(
+                    KeyType.AES,
+                    256,
+                    template={Attribute.TOKEN: False, Attribute.WRAP: True, Attribute.EXTRACTABLE: False},
+                )
+            except (p11err.FunctionNotSupported, p11err.MechanismInvalid):
+                raise unable from None
         try:
             with token_errors(f"wrapping key {handle.key_label!r}"):
                 try:
                     wrapper.wrap_key(key._private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
                 except (p11err.KeyUnextractable, p11err.KeyNotWrappable):
                     raise PermanentError("the token refuses to export the key", "KeyUnextractable") from None
+                except (p11err.FunctionNotSupported, p11err.MechanismInvalid):
+                    raise unable from None
         finally:
             with token_errors("destroying the session wrapping key"):
                 wrapper.destroy()
@@ -825,7 +837,8 @@ class TokenSession:
 
     def probe(self, seconds: float) -> TokenProbe:
         """What this token can do for us, from its module info and mechanism list, with a signing rate
-        measured for ``seconds`` per algorithm it can do, on throw-away keys destroyed before this
+        measured for ``seconds`` (0: none, no key made) per algorithm it can do, on throw-away keys
+        destroyed before this
         returns (session keys where the token makes them, else token objects under a ``ti-probe-``
         label): the token holds no new object afterwards (``objects_left_behind`` counts what this
         session still sees beyond what it saw before, and is 0)."""
@@ -836,7 +849,7 @@ class TokenSession:
         results = []
         for algorithm in Algorithm:
             support = traits.support(algorithm)
-            if support.usable:
+            if support.usable and seconds > 0:
                 rate = self._signing_rate(algorithm, seconds)
                 support = AlgorithmSupport(
                     algorithm,
@@ -939,18 +952,23 @@ class TokenSession:
 
     @contextmanager
     def _creating(self) -> Iterator[None]:
-        """Held while this process creates or destroys token objects, where the module's store takes
-        one writer at a time (the lock is per module and token serial, across worker processes)."""
-        if not self.traits.quirks.serialize_object_creation:
+        """Held while this process creates or destroys token objects. Where the module's store takes
+        one writer at a time, it is a lock across worker processes; where each process loads the
+        objects once (at C_Initialize), the change is announced so the others load them again."""
+        quirks = self.traits.quirks
+        if not (quirks.serialize_object_creation or quirks.objects_loaded_at_initialize):
             yield
             return
-        name = hashlib.sha256(f"{self.config.module}\0{self.token_serial}".encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"trusted-issuer-token-{name}.lock"
-        with path.open("a") as lock:
+        module = self.config.module
+        with _shared_file(module, "lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
             finally:
+                if quirks.objects_loaded_at_initialize:
+                    changed = uuid.uuid4().hex
+                    _shared_file(module, "objects").write_text(changed)
+                    _LOADED_AT[module] = changed  # this process's own view has the change
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _check_protection(
@@ -1086,6 +1104,36 @@ def _version(value: Any) -> str:
 
 
 _MODULES: dict[str, Any] = {}
+#: Per module: the objects generation (see ``TokenSession._creating``) when this process loaded it.
+_LOADED_AT: dict[str, str] = {}
+
+
+def _shared_file(module: str, kind: str) -> Path:
+    """A file the worker processes of this user share for one module (a lock, a generation), in a
+    directory only this user may enter: nobody else can hold the lock or fake a change."""
+    base = Path(os.environ.get("TMPDIR") or "/tmp")  # noqa: S108  # a private directory is made in it
+    private = base / f"trusted-issuer-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        private.mkdir(mode=0o700)
+    found = private.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise ConfigurationError(f"{private} is not a private directory of this user: remove it")
+    return private / f"{kind}-{hashlib.sha256(module.encode()).hexdigest()[:16]}"
+
+
+def _objects_generation(module: str) -> str:
+    try:
+        return _shared_file(module, "objects").read_text()
+    except OSError:
+        return ""
+
+
+def objects_changed_elsewhere(module: str) -> bool:
+    """Did another process create or destroy objects since this one loaded ``module``? (Asked only
+    of modules that load their objects once per process, ``ModuleQuirks.objects_loaded_at_initialize``.)"""
+    return _objects_generation(module) != _LOADED_AT.get(module, "")
+
+
 #: Per worker process: a keyed digest of the PIN that logged in to each (module, token serial).
 _LOGGED_IN: dict[tuple[str, str], bytes] = {}
 #: PINs a token refused, by the same keyed digest, never tried twice.
@@ -1103,11 +1151,13 @@ def _load_module(path: str) -> Any:
     loaded = _MODULES.get(path)
     if loaded is not None:
         if not loaded.initialized:
+            _LOADED_AT[path] = _objects_generation(path)
             with token_errors(f"initialising PKCS#11 module {path} again"):
                 loaded.initialize()
         return loaded
     if not Path(path).is_file():
         raise ConfigurationError(f"PKCS#11 module {path} does not exist")
+    _LOADED_AT[path] = _objects_generation(path)
     try:
         lib = pkcs11.lib(path)
     except p11err.PKCS11Error as exc:

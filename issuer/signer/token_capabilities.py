@@ -250,6 +250,9 @@ class ModuleQuirks:
     public_usage_left_to_token: bool = False
     #: Key objects are created by one process at a time (the module's store locks).
     serialize_object_creation: bool = False
+    #: Each process loads the token's objects once, at C_Initialize: keys another process creates or
+    #: destroys afterwards stay unseen (or seen) until the module is initialised again.
+    objects_loaded_at_initialize: bool = False
     #: A private key has no secret-value attributes at all: reading one answers "type invalid", which
     #: is as much a refusal as "sensitive".
     secret_attributes_absent: bool = False
@@ -263,12 +266,14 @@ QUIRKS: dict[str, ModuleQuirks] = {
     "tpm2-software.github.io": ModuleQuirks(
         public_usage_left_to_token=True,
         serialize_object_creation=True,
+        objects_loaded_at_initialize=True,
         secret_attributes_absent=True,
         note=(
             "tpm2-pkcs11 1.9 answers CKR_GENERAL_ERROR ('attr mismatch') to an explicit CKA_VERIFY, "
             "CKA_ENCRYPT or CKA_WRAP in a public key template; its SQLite store answers 'database is "
-            "locked' to two processes creating keys at once; a private key has no CKA_VALUE or "
-            "CKA_PRIVATE_EXPONENT (type invalid, not sensitive)"
+            "locked' to two processes creating keys at once; a process sees the objects its store held "
+            "at C_Initialize, not those other processes create or destroy later; a private key has no "
+            "CKA_VALUE or CKA_PRIVATE_EXPONENT (type invalid, not sensitive)"
         ),
     ),
 }

@@ -83,7 +83,10 @@ def session(config: TokenConfig) -> hsm.TokenSession:
     """
     existing = _sessions.get(config)
     if existing is not None:
-        return existing
+        quirks = existing.traits.quirks
+        if not (quirks.objects_loaded_at_initialize and hsm.objects_changed_elsewhere(config.module)):
+            return existing
+        forget(config, rescan=True)  # tpm2-pkcs11: load the objects another worker changed
     for attempt in range(OPEN_RETRIES + 1):
         try:
             opened = hsm.TokenSession(config)
@@ -374,7 +377,7 @@ def destroy_key_if_present(config: TokenConfig, handle: KeyHandle) -> bool:
 
 def probe_token(config: TokenConfig, seconds: float = 0.5) -> TokenProbe:
     """What the token can do for us (``hsm probe``): its info, our algorithms and their signing
-    mechanisms, unwrap, and a signing rate over ``seconds`` per algorithm, on session keys only."""
+    mechanisms, unwrap, and a signing rate over ``seconds`` per algorithm (0: no rate, no key made)."""
     return _on_token(config, lambda s: s.probe(seconds))
 
 

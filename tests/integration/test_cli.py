@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from issuer.tokens import TokenConfig
-from tests.conftest import unique_label
+from tests.conftest import TEST_TOKEN, unique_label
 from tests.csrs import leaf_key, make_csr, pem_armour
 from tests.verifiers import openssl_verify, pkilint_errors
 
@@ -68,6 +68,10 @@ def ca(run: Run, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 def _assert_one_clear_line(done: subprocess.CompletedProcess[str], *expected: str) -> None:
     assert done.returncode == 2, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
+    if TEST_TOKEN == "tpm":
+        # tpm2-pkcs11 logs refused calls to stderr itself ("ERROR: ..."), and no setting silences
+        # them; the one line that is ours is still checked whole.
+        lines = [line for line in lines if not line.startswith(("ERROR:", "WARNING:"))]
     assert len(lines) == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert lines[0].startswith("trusted-issuer: error: ")

@@ -39,7 +39,7 @@ from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, WrappingKey, pub
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
 from issuer.tokens import PinSource, TokenConfig
-from tests.conftest import unique_label
+from tests.conftest import TEST_TOKEN, TokenAbilities, unique_label
 from tests.csrs import make_csr
 from tests.verifiers import openssl_verify, web_pki_verify
 
@@ -93,7 +93,8 @@ def self_signed(
 
 
 @pytest.fixture(scope="module")
-def wrapping(pool: SignerPool, token_config: TokenConfig) -> WrappingKey:
+def wrapping(pool: SignerPool, token_config: TokenConfig, token_can: TokenAbilities) -> WrappingKey:
+    token_can.require_import()
     return pool.generate_wrapping_key.blocking(token_config, unique_label("wrapping"))
 
 
@@ -515,7 +516,7 @@ def test_imported_key_certificate_errors(
 def root_token(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory) -> TokenConfig:
     """A second token for the offline root: another SoftHSM2 token in the same configuration (so the
     workers' SOFTHSM2_CONF sees it), or, against another PKCS#11 module, the same token."""
-    if os.environ.get("PKCS11_MODULE") or shutil.which("softhsm2-util") is None:
+    if os.environ.get("PKCS11_MODULE") or TEST_TOKEN != "softhsm" or shutil.which("softhsm2-util") is None:
         return token_config
     label = unique_label("root-token")
     pin = secrets.token_hex(8)

@@ -18,7 +18,7 @@ import pytest
 from issuer.signer.keys import Algorithm
 from issuer.signer.pool import SignerPool
 from issuer.tokens import TokenConfig
-from tests.conftest import unique_label
+from tests.conftest import TokenAbilities, unique_label
 
 
 def test_a_generated_key_passes_the_read_back_and_is_reported_protected(
@@ -33,7 +33,10 @@ def test_a_generated_key_passes_the_read_back_and_is_reported_protected(
         pool.destroy_key.blocking(token_config, handle)
 
 
-def test_a_generated_wrapping_key_passes_the_read_back(pool: SignerPool, token_config: TokenConfig) -> None:
+def test_a_generated_wrapping_key_passes_the_read_back(
+    pool: SignerPool, token_config: TokenConfig, token_can: TokenAbilities
+) -> None:
+    token_can.require_import()
     wrapping = pool.generate_wrapping_key.blocking(token_config, unique_label("readback-wrap"))
     pool.destroy_wrapping_key.blocking(token_config, wrapping.handle)
 
