@@ -963,12 +963,15 @@ class TokenSession:
         with _shared_file(module, "lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                if quirks.objects_loaded_at_initialize and objects_changed_elsewhere(module):
+                    # Decide on a current view only (a label taken meanwhile, a key destroyed).
+                    raise ObjectsChangedElsewhere(f"{self.token_name} changed in another process")
                 yield
             finally:
                 if quirks.objects_loaded_at_initialize:
                     changed = uuid.uuid4().hex
                     _shared_file(module, "objects").write_text(changed)
-                    _LOADED_AT[module] = changed  # this process's own view has the change
+                    _LOADED_AT[module] = changed  # this process's view was current, and has the change
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _check_protection(
@@ -1104,6 +1107,13 @@ def _version(value: Any) -> str:
 
 
 _MODULES: dict[str, Any] = {}
+
+
+class ObjectsChangedElsewhere(RetryableError):
+    """Another process created or destroyed objects since this one loaded the module (see
+    ``ModuleQuirks.objects_loaded_at_initialize``): load it again and repeat the operation."""
+
+
 #: Per module: the objects generation (see ``TokenSession._creating``) when this process loaded it.
 _LOADED_AT: dict[str, str] = {}
 

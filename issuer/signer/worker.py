@@ -138,9 +138,19 @@ def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
     process has just created, and a caller that took that miss as "already destroyed" would leave the
     key behind. Every operation finds its keys before it changes anything, so running it again is safe.
     """
-    for attempt in (1, 2):
+    reloads = 0
+    attempt = 1
+    while attempt <= 2:
         try:
             return run(session(config))
+        except hsm.ObjectsChangedElsewhere:
+            # Another worker changed the objects while this one was deciding: load them and decide
+            # again (each reload sees every change made before it; the workers take turns).
+            forget(config, rescan=True)
+            reloads += 1
+            if reloads > OBJECT_RELOADS:
+                raise
+            continue
         except RetryableError:
             forget(config, rescan=True)
             raise
@@ -152,7 +162,12 @@ def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
                 forget(config, rescan=reason in _RESCAN)
             if reason != Reason.KEY_NOT_FOUND:
                 raise
+        attempt += 1
     raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+#: How often one task loads a module again because other workers keep changing its objects.
+OBJECT_RELOADS = 20
 
 
 @functools.lru_cache(maxsize=128)
