@@ -14,8 +14,11 @@ from issuer.signer.keys import Algorithm
 from issuer.signer.token_capabilities import (
     GENERATED_ONLY,
     MechanismInfo,
+    SigningPlan,
+    TokenTraits,
     algorithm_support,
     check_private_key_protection,
+    signing_plan,
     unwrap_offered,
 )
 
@@ -190,3 +193,109 @@ def test_names_what_the_token_lacks(
 )
 def test_unwrap_offered(mechanisms: dict[str, MechanismInfo], name: str, offered: bool) -> None:
     assert unwrap_offered(mechanisms, name) is offered
+
+
+# -- signing plans and one token's traits ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mechanisms", "algorithm", "hash_name", "pss", "expected"),
+    [
+        pytest.param(
+            {**SOFTHSM2, "SHA384_RSA_PKCS": _info(512, 16384, "sign")},
+            Algorithm.RSA_2048,
+            "sha384",
+            False,
+            SigningPlan("SHA384_RSA_PKCS"),
+            id="rsa-sha384-hash-and-sign",
+        ),
+        pytest.param(
+            OPENCRYPTOKI,
+            Algorithm.RSA_3072,
+            "sha256",
+            False,
+            SigningPlan("RSA_PKCS", digest_here=True, digest_info=True),
+            id="opencryptoki-pkcs1-digest-info",
+        ),
+        pytest.param(
+            {**OPENCRYPTOKI, "RSA_PKCS_PSS": _info(512, 4096, "sign")},
+            Algorithm.RSA_3072,
+            "sha256",
+            True,
+            SigningPlan("RSA_PKCS_PSS", digest_here=True),
+            id="opencryptoki-pss-over-digest",
+        ),
+        pytest.param(
+            {**TPM, "SHA256_RSA_PKCS_PSS": _info(1024, 3072, "sign")},
+            Algorithm.RSA_2048,
+            "sha256",
+            True,
+            SigningPlan("SHA256_RSA_PKCS_PSS"),
+            id="tpm-pss-hash-and-sign",
+        ),
+        pytest.param(
+            {"ECDSA": _info(32, 48, "sign")},
+            Algorithm.ECDSA_P384,
+            "sha384",
+            False,
+            SigningPlan("ECDSA", True),
+            id="ec-sizes-in-bytes",
+        ),
+        pytest.param(
+            {"ECDSA": _info(0, 0, "sign")},
+            Algorithm.ECDSA_P256,
+            "sha256",
+            False,
+            SigningPlan("ECDSA", True),
+            id="no-sizes-given",
+        ),
+        pytest.param(OPENCRYPTOKI, Algorithm.RSA_2048, "sha256", True, None, id="no-pss-at-all"),
+    ],
+)
+def test_signing_plan(
+    mechanisms: dict[str, MechanismInfo],
+    algorithm: Algorithm,
+    hash_name: str,
+    pss: bool,
+    expected: SigningPlan | None,
+) -> None:
+    assert signing_plan(algorithm, hash_name, pss, mechanisms) == expected
+
+
+def _traits(
+    mechanisms: dict[str, MechanismInfo], module: str = "SoftHSM", version: tuple[int, int] = (2, 40)
+) -> TokenTraits:
+    return TokenTraits(module, version, "Example Corp Model X token 'ci'", mechanisms)
+
+
+def test_traits_refuse_an_algorithm_naming_the_token_and_what_it_offers() -> None:
+    with pytest.raises(IssuerError) as refused:
+        _traits(OPENCRYPTOKI, "IBM", (2, 20)).require(Algorithm.ECDSA_P256)
+    assert refused.value.reason == Reason.MECHANISM_NOT_SUPPORTED
+    message = refused.value.message
+    assert "Example Corp Model X token 'ci' cannot hold ecdsa-p256" in message
+    assert "no CKM_EC_KEY_PAIR_GEN" in message and "(rsa-2048, rsa-3072, rsa-4096)" in message
+    _traits(OPENCRYPTOKI, "IBM", (2, 20)).require(Algorithm.RSA_4096)
+
+
+def test_traits_plan_refuses_what_no_mechanism_signs() -> None:
+    with pytest.raises(IssuerError) as refused:
+        _traits(OPENCRYPTOKI).plan(Algorithm.RSA_2048, "sha256", True)
+    assert "RSA-PSS" in refused.value.message and refused.value.reason == Reason.MECHANISM_NOT_SUPPORTED
+
+
+def test_a_2_20_module_gets_no_copyable_and_quirks_follow_the_module() -> None:
+    assert _traits(SOFTHSM2).omitted_attributes == frozenset()
+    assert _traits(OPENCRYPTOKI, "IBM", (2, 20)).omitted_attributes == {"CKA_COPYABLE"}
+    assert _traits(TPM, "tpm2-software.github.io").quirks.public_usage_left_to_token
+    assert not _traits(SOFTHSM2).quirks.public_usage_left_to_token
+
+
+def test_key_wraps_best_first() -> None:
+    both = {
+        "AES_KEY_WRAP_PAD": _info(16, 32, "unwrap"),
+        "AES_CBC_PAD": _info(16, 32, "encrypt", "unwrap"),
+    }
+    assert _traits(both).key_wraps() == ("AES_KEY_WRAP_PAD", "AES_CBC_PAD")
+    assert _traits({"AES_CBC_PAD": _info(16, 32, "unwrap")}).key_wraps() == ("AES_CBC_PAD",)
+    assert _traits({"AES_CBC_PAD": _info(16, 32, "encrypt")}).key_wraps() == ()
