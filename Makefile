@@ -3,6 +3,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# What runs on every token (make test-tokens): the signing core and the operator, without the suites
+# that drive SoftHSM2's own files and several operators on one SoftHSM2 token by design.
+TOKEN_SUITES ?= tests/integration tests/operator --ignore=tests/operator/test_faults.py \
+	--ignore=tests/operator/test_ha.py
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -46,6 +50,14 @@ demo-cluster: dev ## the real thing: control plane + operator + cert-manager's c
 test: ## run the tests (unit, integration on a real SoftHSM2 token; e2e skips without Docker)
 	@VENV=$(VENV) scripts/bootstrap.sh
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-tokens
+test-tokens: ## the signing-core and operator suites on a TPM 2.0 (swtpm + tpm2-pkcs11) and on opencryptoki
+	@VENV=$(VENV) scripts/bootstrap.sh
+	@status=0; for token in tpm opencryptoki; do \
+		echo "==> the token suites on $$token"; \
+		TRUSTED_ISSUER_TEST_TOKEN=$$token $(PY) -m pytest $(TOKEN_SUITES) $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
 
 .PHONY: lint
 lint: ## ruff, mypy and the import contracts (the wall between signer and controller)

@@ -75,8 +75,7 @@ def token_can(pool: SignerPool, token_config: TokenConfig) -> TokenAbilities:
     """What the session's token can do, from its own mechanism list (no key is made to learn it).
     Exports TRUSTED_ISSUER_TEST_ALGORITHM, the algorithm issuers default to in the operator tests."""
     can = TokenAbilities(pool.probe_token.blocking(token_config, 0))
-    usable = [a for a in (Algorithm.ECDSA_P256, *Algorithm) if can(a)]
-    os.environ["TRUSTED_ISSUER_TEST_ALGORITHM"] = (usable or [Algorithm.ECDSA_P256])[0].value
+    os.environ["TRUSTED_ISSUER_TEST_ALGORITHM"] = can.default.value
     return can
 
 
@@ -106,6 +105,11 @@ class TokenAbilities:
 
     def __call__(self, algorithm: Algorithm) -> bool:
         return self.support[algorithm].usable
+
+    @property
+    def default(self) -> Algorithm:
+        """P-256 where the token can, else the first algorithm it can do (opencryptoki: RSA-2048)."""
+        return next((a for a in (Algorithm.ECDSA_P256, *Algorithm) if self(a)), Algorithm.ECDSA_P256)
 
     def require(self, algorithm: Algorithm) -> None:
         if not self(algorithm):

@@ -823,8 +823,13 @@ class TokenSession:
                 raise unable from None
         try:
             with token_errors(f"wrapping key {handle.key_label!r}"):
+                kwp = self.traits.mechanisms.get("AES_KEY_WRAP_PAD")
                 try:
-                    wrapper.wrap_key(key._private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                    if kwp is not None and "wrap" in kwp.functions:
+                        wrapper.wrap_key(key._private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                    else:  # opencryptoki has no AES key wrap; CBC-PAD wraps there
+                        iv = secrets.token_bytes(16)
+                        wrapper.wrap_key(key._private, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv)
                 except (p11err.KeyUnextractable, p11err.KeyNotWrappable):
                     raise PermanentError("the token refuses to export the key", "KeyUnextractable") from None
                 except (p11err.FunctionNotSupported, p11err.MechanismInvalid):

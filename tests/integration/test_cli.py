@@ -258,10 +258,21 @@ def test_wrong_pin_is_refused_without_showing_any_pin(run: Run, ca: tuple[str, P
     assert wrong not in done.stderr
 
 
-def test_ca_certificate_of_another_key(run: Run, ca: tuple[str, Path], tmp_path: Path) -> None:
+def test_ca_certificate_of_another_key(
+    run: Run, ca: tuple[str, Path], tmp_path: Path, token_can: TokenAbilities
+) -> None:
     other = tmp_path / "other-ca.pem"
     made = run(
-        "ca", "create", "--key-label", unique_label("cli-other"), "--subject", "CN=other", "--out", str(other)
+        "ca",
+        "create",
+        "--key-label",
+        unique_label("cli-other"),
+        "--algorithm",
+        token_can.default.value,
+        "--subject",
+        "CN=other",
+        "--out",
+        str(other),
     )
     assert made.returncode == 0, made.stderr
     csr = tmp_path / "r.pem"

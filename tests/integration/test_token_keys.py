@@ -119,8 +119,12 @@ def test_token_refuses_to_wrap_the_key_out(
         # it has no C_WrapKey either (which the worker's attempt below shows).
         assert _module_manufacturer(token_config) == "tpm2-software.github.io"
         return
+    offered = direct_session.token.slot.get_mechanisms()
     with pytest.raises((p11err.KeyUnextractable, p11err.KeyNotWrappable)):
-        wrapper.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+        if Mechanism.AES_KEY_WRAP_PAD in offered:
+            wrapper.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+        else:  # opencryptoki 3.8.1 lists no AES key wrap
+            wrapper.wrap_key(key, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=bytes(16))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS, ids=[a.value for a in ALGORITHMS])
@@ -146,8 +150,9 @@ def test_worker_refusal_is_reported_in_our_vocabulary(
     with pytest.raises(PermanentError) as refused:
         pool.call(worker.try_wrap_out, token_config, handle)
     assert refused.value.reason == "KeyUnextractable"
+    secret = "PRIVATE_EXPONENT" if handle.algorithm.family == "rsa" else "VALUE"
     with pytest.raises(PermanentError) as sensitive:
-        pool.call(worker.private_key_attribute, token_config, handle, "VALUE")
+        pool.call(worker.private_key_attribute, token_config, handle, secret)
     assert sensitive.value.reason == "AttributeSensitive"
 
 
@@ -171,7 +176,7 @@ def test_handle_describes_the_key_and_lists_it(
 def test_key_whose_public_key_does_not_match_the_recorded_fingerprint_is_refused(
     pool: SignerPool, token_config: TokenConfig, generated: dict[Algorithm, KeyHandle]
 ) -> None:
-    forged = replace(generated[Algorithm.ECDSA_P256], public_key_sha256="00" * 32)
+    forged = replace(next(iter(generated.values())), public_key_sha256="00" * 32)
     with pytest.raises(IssuerError) as refused:
         pool.call(worker.verify_key, token_config, forged)
     assert refused.value.reason == "KeyMismatch"
@@ -181,7 +186,8 @@ def test_handle_naming_another_keys_id_is_refused(
     pool: SignerPool, token_config: TokenConfig, generated: dict[Algorithm, KeyHandle]
 ) -> None:
     # The label of one key with the id of another: no such pair exists, so nothing is signed with either.
-    mixed = replace(generated[Algorithm.ECDSA_P256], key_id=generated[Algorithm.ECDSA_P384].key_id)
+    first, second = list(generated.values())[:2]
+    mixed = replace(first, key_id=second.key_id)
     with pytest.raises(IssuerError) as refused:
         pool.call(worker.verify_key, token_config, mixed)
     assert refused.value.reason == "KeyNotFound"
@@ -198,21 +204,27 @@ def test_handle_from_another_token_is_refused(
     assert refused.value.reason == "TokenMismatch"
 
 
-def test_a_label_names_one_key(pool: SignerPool, token_config: TokenConfig) -> None:
+def test_a_label_names_one_key(
+    pool: SignerPool, token_config: TokenConfig, token_can: TokenAbilities
+) -> None:
     label = unique_label("once")
-    pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, label)
+    pool.generate_key.blocking(token_config, token_can.default, label)
     with pytest.raises(PermanentError, match="already holds a key labelled"):
-        pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, label)
+        pool.generate_key.blocking(token_config, token_can.default, label)
 
 
 @pytest.mark.parametrize("label", ["", " leading-space", "a" * 129, "evil\nlabel", "-dash-first"])
-def test_unsafe_labels_are_refused(pool: SignerPool, token_config: TokenConfig, label: str) -> None:
+def test_unsafe_labels_are_refused(
+    pool: SignerPool, token_config: TokenConfig, token_can: TokenAbilities, label: str
+) -> None:
     with pytest.raises(PermanentError, match="key label"):
-        pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, label)
+        pool.generate_key.blocking(token_config, token_can.default, label)
 
 
-def test_destroyed_key_is_gone_for_good(pool: SignerPool, token_config: TokenConfig) -> None:
-    handle = pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, unique_label("doomed"))
+def test_destroyed_key_is_gone_for_good(
+    pool: SignerPool, token_config: TokenConfig, token_can: TokenAbilities
+) -> None:
+    handle = pool.generate_key.blocking(token_config, token_can.default, unique_label("doomed"))
     pool.destroy_key.blocking(token_config, handle)
     with pytest.raises(IssuerError) as gone:
         pool.call(worker.verify_key, token_config, handle)

@@ -15,16 +15,15 @@ import sys
 
 import pytest
 
-from issuer.signer.keys import Algorithm
 from issuer.signer.pool import SignerPool
 from issuer.tokens import TokenConfig
 from tests.conftest import TokenAbilities, unique_label
 
 
 def test_a_generated_key_passes_the_read_back_and_is_reported_protected(
-    pool: SignerPool, token_config: TokenConfig
+    pool: SignerPool, token_config: TokenConfig, token_can: TokenAbilities
 ) -> None:
-    handle = pool.generate_key.blocking(token_config, Algorithm.ECDSA_P256, unique_label("readback"))
+    handle = pool.generate_key.blocking(token_config, token_can.default, unique_label("readback"))
     try:
         [report] = [r for r in pool.list_keys.blocking(token_config) if r.handle == handle]
         assert report.sensitive and report.always_sensitive and report.never_extractable
