@@ -143,6 +143,29 @@ class TpmDevToken:
         pids["abrmd"] = broker.pid
         self._processes.write_text(json.dumps(pids))
         self._wait_for_broker()
+        self._relax_lockout()
+
+    def _relax_lockout(self) -> None:
+        """A development TPM forgives wrong PINs: each one counts against the TPM's dictionary-attack
+        counter, and a real TPM locks every key after a few (the tests try wrong PINs on purpose).
+        Up to 1000 failures, each forgotten after a second; a TPM in production keeps its own policy."""
+        env = {**os.environ, **self.env()}
+        for args in (
+            ["--setup-parameters", "--max-tries=1000", "--recovery-time=1", "--lockout-recovery-time=1"],
+            ["--clear-lockout"],
+        ):
+            done = subprocess.run(
+                ["tpm2_dictionarylockout", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
+            if done.returncode != 0:
+                raise ConfigurationError(
+                    f"tpm2_dictionarylockout {args[0]} failed: {done.stderr.strip()[-200:]}"
+                )
 
     def _wait_for_broker(self) -> None:
         deadline = time.monotonic() + 20
