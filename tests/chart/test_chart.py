@@ -305,7 +305,7 @@ def _pin_keys(node: Any, path: str) -> list[str]:
             {"hsm": {"backend": "sgx", "tokenProfiles": {"default": {"tokenLabel": "x"}}}},
             "pinSecret.name: name the existing Secret",
         ),
-        ({"hsm": {"backend": "cloudhsm"}}, "hsm.backend must be softhsm, sgx or pkcs11"),
+        ({"hsm": {"backend": "cloudhsm"}}, "hsm.backend must be softhsm, sgx, tpm or pkcs11"),
         ({"hsm": {"tokenStorage": {"type": "hostPath"}}}, "hsm.tokenStorage.type must be pvc or emptyDir"),
         ({"hsm": {"tokenProfiles": {"Bad_Name": {}}}}, "is not a DNS label"),
         ({"hsm": {"tokenProfiles": {"default": None}}}, "configure at least one token profile"),
