@@ -152,7 +152,6 @@ def test_tpm_keeps_the_users_supplemental_groups() -> None:
         ({"hsm": {"tpm": {"nodeName": ""}}}, "hsm.backend=tpm needs hsm.tpm.nodeName"),
         ({"nodeSelector": {"kubernetes.io/hostname": "elsewhere"}}, "disagree"),
         ({"replicaCount": 2}, "hsm.backend=tpm needs replicaCount=1"),
-        ({"operator": {"workers": 2}}, "hsm.backend=tpm needs operator.workers=1"),
         ({"hsm": {"tpm": {"device": {"group": None}}}}, "hsm.tpm.device.group is required"),
         (
             {"hsm": {"tpm": {"device": {"access": "hostPath"}}}},
@@ -173,7 +172,6 @@ def test_tpm_keeps_the_users_supplemental_groups() -> None:
         "no-node",
         "node-name-and-selector-disagree",
         "two-replicas",
-        "two-workers",
         "no-device-group",
         "host-device-unprivileged",
         "privileged-with-a-device-plugin",

@@ -235,6 +235,13 @@ def awaiting_import(cluster: Cluster, path: str) -> dict[str, Any]:
 # -- wrapped import -------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def importing(token_can: TokenAbilities) -> None:
+    """Imports need a token that unwraps (a TPM through tpm2-pkcs11 does not) and keeps the key
+    protected (opencryptoki does not): elsewhere these skip, naming why."""
+    token_can.require_import()
+
+
 @pytest.mark.parametrize(
     ("algorithm", "cluster_scoped", "under_root"),
     [
@@ -243,13 +250,6 @@ def awaiting_import(cluster: Cluster, path: str) -> dict[str, Any]:
         pytest.param("ec", False, True, id="ecdsa-under-an-offline-root"),
     ],
 )
-@pytest.fixture
-def importing(token_can: TokenAbilities) -> None:
-    """Imports need a token that unwraps (a TPM through tpm2-pkcs11 does not) and keeps the key
-    protected (opencryptoki does not): elsewhere these skip, naming why."""
-    token_can.require_import()
-
-
 def test_import_a_ca_key_end_to_end(
     importing: None,
     cluster: Cluster,

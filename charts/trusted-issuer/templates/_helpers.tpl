@@ -184,9 +184,6 @@ the store, or leave the device unopenable fails the render here, with the reason
 {{- if ne (int .Values.replicaCount) 1 }}
 {{- fail "hsm.backend=tpm needs replicaCount=1: tpm2-pkcs11's SQLite store takes one writer process at a time (a second replica creating keys fails with 'database is locked'), and a standby on the same node would not survive the node's loss anyway" }}
 {{- end }}
-{{- if ne (int .Values.operator.workers) 1 }}
-{{- fail "hsm.backend=tpm needs operator.workers=1: each worker is a process on tpm2-pkcs11's SQLite store, which takes one writer at a time (two workers creating keys at once fail with 'database is locked'); the TPM runs one command at a time, so more workers would not sign faster" }}
-{{- end }}
 {{- if kindIs "invalid" $tpm.device.group }}
 {{- fail "hsm.tpm.device.group is required: the gid owning the device on the node (stat -c %g /dev/tpmrm0; the tss group where tpm-udev is installed), added to the pod's supplementalGroups so the non-root operator may open it" }}
 {{- end }}
