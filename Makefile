@@ -82,11 +82,12 @@ BENCH_HELD ?= 10000
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: dev ## benchmarks: signing core (pipeline/raw token/software), then the operator end to end vs the floor
+bench: dev ## benchmarks: signing core (pipeline/raw token/software), the operator end to end vs the floor, then each token
 	@status=0; \
 	$(PY) -m benchmarks.bench_signer || status=$$?; \
 	$(PY) -m benchmarks.bench_operator --requests $(BENCH_REQUESTS) --held $(BENCH_HELD) $(BENCH_ARGS) \
 		|| status=$$?; \
+	$(PY) -m benchmarks.bench_tokens || status=$$?; \
 	exit $$status
 
 .PHONY: clean
