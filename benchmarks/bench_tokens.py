@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from cryptography import x509
 
 from benchmarks.bench_signer import make_requests
 from issuer.signer.certificates import SigningRequest
-from issuer.signer.devtoken import BACKENDS, init_dev_token
+from issuer.signer.devtoken import BACKENDS, exported, init_dev_token
 from issuer.signer.keys import Algorithm, IssuerKey
 from issuer.signer.policy import Policy
 from issuer.signer.pool import SignerPool
@@ -72,11 +71,9 @@ def bench_token(backend: str, args: argparse.Namespace, requests: list[SigningRe
     with tempfile.TemporaryDirectory(prefix=f"bench-{backend}-") as tmp:
         directory = OPENCRYPTOKI_DIR if backend == "opencryptoki" else Path(tmp)
         token, _ = init_dev_token(directory, "bench-tokens", backend, reset=True)
-        saved = {name: os.environ.get(name) for name in token.env()}
-        os.environ.update(token.env())  # spawned workers inherit it
         config = TokenConfig(module=token.module, token_label=token.label, pin=PinSource(file=token.pin_file))
         try:
-            with SignerPool(args.workers) as pool:
+            with exported(token), SignerPool(args.workers) as pool:
                 probe = pool.probe_token.blocking(config, args.seconds)
                 support = {a.algorithm: a for a in probe.algorithms}
                 rows: list[dict[str, Any]] = []
@@ -113,11 +110,6 @@ def bench_token(backend: str, args: argparse.Namespace, requests: list[SigningRe
             }
         finally:
             token.stop()
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

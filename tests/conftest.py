@@ -19,7 +19,7 @@ import pytest
 
 from issuer.errors import ConfigurationError
 from issuer.settings import DEFAULT_PKCS11_MODULE
-from issuer.signer.devtoken import BACKENDS, init_dev_token
+from issuer.signer.devtoken import BACKENDS, exported, init_dev_token
 from issuer.signer.keys import Algorithm, KeyHandle
 from issuer.signer.pool import SignerPool
 from issuer.signer.token_capabilities import TokenProbe
@@ -52,16 +52,10 @@ def token_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenConf
         token, _ = init_dev_token(directory, "trusted-issuer-test", TEST_TOKEN, reset=True)
     except ConfigurationError as err:
         pytest.fail(f"the {TEST_TOKEN} test token cannot be set up: {err}")
-    saved = {name: os.environ.get(name) for name in token.env()}
     # Spawned workers inherit the environment at start, so this must precede every pool.
-    os.environ.update(token.env())
-    yield TokenConfig(module=token.module, token_label=token.label, pin=PinSource(file=token.pin_file))
+    with exported(token):
+        yield TokenConfig(module=token.module, token_label=token.label, pin=PinSource(file=token.pin_file))
     token.stop()
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,21 +30,12 @@ SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
 @dataclass(frozen=True)
-class DevToken:
-    """Where a development token lives; ``env()`` is what a shell must export to use it."""
+class TokenFiles:
+    """A development token's directory and label, the PIN files in it, and what every backend exports."""
 
     directory: Path
     label: str
-    backend = "softhsm"
     module = SOFTHSM_MODULE
-
-    @property
-    def config_file(self) -> Path:
-        return self.directory / "softhsm2.conf"
-
-    @property
-    def token_dir(self) -> Path:
-        return self.directory / "tokens"
 
     @property
     def pin_file(self) -> Path:
@@ -54,13 +47,47 @@ class DevToken:
 
     def env(self) -> dict[str, str]:
         return {
-            "SOFTHSM2_CONF": str(self.config_file),
+            "TRUSTED_ISSUER_PKCS11_MODULE": self.module,
             "TRUSTED_ISSUER_TOKEN_LABEL": self.label,
             "TRUSTED_ISSUER_PIN_FILE": str(self.pin_file),
         }
 
     def stop(self) -> None:
-        """Nothing runs for a SoftHSM2 token: it is files and a library."""
+        """Nothing runs for this token: it is files and a library (a backend with daemons stops them)."""
+
+
+@dataclass(frozen=True)
+class DevToken(TokenFiles):
+    """A SoftHSM2 development token; ``env()`` is what a shell must export to use it."""
+
+    backend = "softhsm"
+
+    @property
+    def config_file(self) -> Path:
+        return self.directory / "softhsm2.conf"
+
+    @property
+    def token_dir(self) -> Path:
+        return self.directory / "tokens"
+
+    def env(self) -> dict[str, str]:
+        return {"SOFTHSM2_CONF": str(self.config_file), **super().env()}
+
+
+@contextmanager
+def exported(token: AnyDevToken) -> Iterator[None]:
+    """The token's environment in ``os.environ`` for the block (signing workers spawned inside inherit
+    it), then the environment as it was."""
+    saved = {name: os.environ.get(name) for name in token.env()}
+    os.environ.update(token.env())
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def write_secret(path: Path, value: str) -> None:

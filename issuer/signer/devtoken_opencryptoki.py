@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from issuer.errors import ConfigurationError
-from issuer.signer.devtoken import answer_prompts, write_secret
+from issuer.signer.devtoken import TokenFiles, answer_prompts, write_secret
 
 OPENCRYPTOKI_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
 SOFT_TOKEN_SLOT = "3"  # noqa: S105  # a slot number, not a password
@@ -30,31 +30,12 @@ SOFT_TOKEN_STORE = Path("/var/lib/opencryptoki/swtok")
 
 
 @dataclass(frozen=True)
-class OpencryptokiDevToken:
-    """The machine's opencryptoki soft token, with our label and PIN files."""
+class OpencryptokiDevToken(TokenFiles):
+    """The machine's opencryptoki soft token, with our label and PIN files (pkcsslotd serves the whole
+    machine: ``stop`` leaves it running)."""
 
-    directory: Path
-    label: str
     backend = "opencryptoki"
     module = OPENCRYPTOKI_MODULE
-
-    @property
-    def pin_file(self) -> Path:
-        return self.directory / "user.pin"
-
-    @property
-    def so_pin_file(self) -> Path:
-        return self.directory / "so.pin"
-
-    def env(self) -> dict[str, str]:
-        return {
-            "TRUSTED_ISSUER_PKCS11_MODULE": self.module,
-            "TRUSTED_ISSUER_TOKEN_LABEL": self.label,
-            "TRUSTED_ISSUER_PIN_FILE": str(self.pin_file),
-        }
-
-    def stop(self) -> None:
-        """pkcsslotd serves the whole machine: it is left running."""
 
 
 def _pin() -> str:

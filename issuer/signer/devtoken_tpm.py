@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from issuer.errors import ConfigurationError
-from issuer.signer.devtoken import write_secret
+from issuer.signer.devtoken import TokenFiles, write_secret
 
 TPM_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so"
 PACKAGES = "swtpm tpm2-abrmd libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools libtss2-tcti-tabrmd0 dbus"
@@ -36,25 +36,15 @@ _PTOOL = (
 
 
 @dataclass(frozen=True)
-class TpmDevToken:
+class TpmDevToken(TokenFiles):
     """Where a TPM development token lives and how to reach it."""
 
-    directory: Path
-    label: str
     backend = "tpm"
     module = TPM_MODULE
 
     @property
     def store(self) -> Path:
         return self.directory / "store"
-
-    @property
-    def pin_file(self) -> Path:
-        return self.directory / "user.pin"
-
-    @property
-    def so_pin_file(self) -> Path:
-        return self.directory / "so.pin"
 
     @property
     def bus(self) -> Path:
@@ -66,9 +56,7 @@ class TpmDevToken:
 
     def env(self) -> dict[str, str]:
         return {
-            "TRUSTED_ISSUER_PKCS11_MODULE": self.module,
-            "TRUSTED_ISSUER_TOKEN_LABEL": self.label,
-            "TRUSTED_ISSUER_PIN_FILE": str(self.pin_file),
+            **super().env(),
             "TPM2_PKCS11_STORE": str(self.store),
             "TPM2_PKCS11_TCTI": _TCTI,
             "TPM2TOOLS_TCTI": _TCTI,  # tpm2_ptool drives tpm2-tools
