@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import subprocess
 import sys
 import time
@@ -192,7 +193,8 @@ def intermediate_issuer(name: str, namespace: str, secret: str, **ca: Any) -> di
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "tokenProfile": "dev",
-            "key": {"algorithm": "ecdsa-p256"},
+            # The session token's algorithm: P-256, or RSA-2048 on opencryptoki (no EC).
+            "key": {"algorithm": os.environ.get("TRUSTED_ISSUER_TEST_ALGORITHM", "ecdsa-p256")},
             "ca": {
                 "intermediate": {"subject": f"CN={name} intermediate,O=tests", "secretName": secret, **ca}
             },
