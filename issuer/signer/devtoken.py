@@ -13,6 +13,7 @@ import secrets
 import select
 import shutil
 import subprocess
+import termios
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,6 +138,7 @@ def answer_prompts(argv: list[str], answers: list[str], env: dict[str, str] | No
                     break
                 output += chunk
                 if pending and output.rstrip().endswith(b":"):
+                    _await_echo_off(controller)
                     os.write(controller, pending.pop(0).encode() + b"\n")
                     output += b"\n"
             elif process.poll() is not None:
@@ -157,6 +159,18 @@ def answer_prompts(argv: list[str], answers: list[str], env: dict[str, str] | No
     del answers
     lines = [line for line in output.decode(errors="replace").strip().splitlines() if line.strip()]
     return process.returncode, (lines[-1].strip() if lines else "no output")
+
+
+def _await_echo_off(controller: int, seconds: float = 0.5) -> None:
+    """Wait until the tool turned echo off for a PIN (pkcsconf does so after printing its prompt, with
+    TCSAFLUSH: an answer written before that is discarded and the tool waits for ever), or, for a
+    prompt that is not for a PIN, until ``seconds`` passed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not termios.tcgetattr(controller)[3] & termios.ECHO:
+            time.sleep(0.02)  # the flush comes with the change: let it pass
+            return
+        time.sleep(0.01)
 
 
 def init_dev_token(
