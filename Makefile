@@ -3,6 +3,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# What runs on every token (make test-tokens): the signing core and the operator, without the suites
+# that drive SoftHSM2's own files and several operators on one SoftHSM2 token by design.
+TOKEN_SUITES ?= tests/integration tests/operator --ignore=tests/operator/test_faults.py \
+	--ignore=tests/operator/test_ha.py
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -47,6 +51,14 @@ test: ## run the tests (unit, integration on a real SoftHSM2 token; e2e skips wi
 	@VENV=$(VENV) scripts/bootstrap.sh
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-tokens
+test-tokens: ## the signing-core and operator suites on a TPM 2.0 (swtpm + tpm2-pkcs11) and on opencryptoki
+	@VENV=$(VENV) scripts/bootstrap.sh
+	@status=0; for token in tpm opencryptoki; do \
+		echo "==> the token suites on $$token"; \
+		TRUSTED_ISSUER_TEST_TOKEN=$$token $(PY) -m pytest $(TOKEN_SUITES) $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
+
 .PHONY: lint
 lint: ## ruff, mypy and the import contracts (the wall between signer and controller)
 	@VENV=$(VENV) scripts/bootstrap.sh
@@ -70,11 +82,12 @@ BENCH_HELD ?= 10000
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: dev ## benchmarks: signing core (pipeline/raw token/software), then the operator end to end vs the floor
+bench: dev ## benchmarks: signing core (pipeline/raw token/software), the operator end to end vs the floor, then each token
 	@status=0; \
 	$(PY) -m benchmarks.bench_signer || status=$$?; \
 	$(PY) -m benchmarks.bench_operator --requests $(BENCH_REQUESTS) --held $(BENCH_HELD) $(BENCH_ARGS) \
 		|| status=$$?; \
+	$(PY) -m benchmarks.bench_tokens || status=$$?; \
 	exit $$status
 
 .PHONY: clean

@@ -18,7 +18,8 @@ from issuer.errors import ConfigurationError, TrustedIssuerError
 from issuer.settings import Settings
 from issuer.signer import key_wrapping
 from issuer.signer.api import Algorithm, IssuerKey, Policy, SignerPool, SigningRequest, public_key_fingerprint
-from issuer.signer.devtoken import DEFAULT_DIR, DEFAULT_LABEL, init_dev_token
+from issuer.signer.devtoken import BACKEND_DIRS, BACKENDS, DEFAULT_LABEL, init_dev_token
+from issuer.signer.keys import KEY_WRAPS
 
 EXIT_BAD_INPUT = 2
 
@@ -68,9 +69,10 @@ def _pool(settings: Settings) -> SignerPool:
 
 
 def cmd_init_dev_token(args: argparse.Namespace) -> int:
-    token, created = init_dev_token(Path(args.dir), args.label)
+    directory = Path(args.dir) if args.dir else BACKEND_DIRS[args.backend]
+    token, created = init_dev_token(directory, args.label, args.backend, reset=args.reset)
     state = "created" if created else "already exists"
-    print(f"# SoftHSM2 token {token.label!r} {state} in {token.directory}", file=sys.stderr)
+    print(f"# {args.backend} token {token.label!r} {state} in {directory.resolve()}", file=sys.stderr)
     for name, value in token.env().items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
@@ -99,6 +101,41 @@ def cmd_keys(args: argparse.Namespace) -> int:
             f"{row['keyLabel']:32} {row['algorithm']:11} {row['keyID']:32} {row['sensitive']!s:9} "
             f"{row['extractable']!s:11} {row['publicKeySHA256']}"
         )
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """What the token can do for us: info, algorithms, signing mechanisms, unwrap, a signing rate."""
+    if not 0 < args.seconds <= 10:
+        raise UsageError(f"--seconds must be above 0 and at most 10, not {args.seconds}")
+    settings = _settings(args)
+    with _pool(settings) as pool:
+        probe = pool.probe_token.blocking(settings.token(), args.seconds)
+    if args.json:
+        print(json.dumps(probe.to_json(), indent=2))
+        return 0
+    print(f"token:     {probe.label!r} serial {probe.serial}")
+    print(
+        f"token by:  {probe.manufacturer} {probe.model}, firmware {probe.firmware}, hardware {probe.hardware}"
+    )
+    print(f"module:    {probe.module}")
+    print(f"{'ALGORITHM':11} {'GENERATE':8} {'SIGN WITH':18} {'SIGS/S':>8}  NOTE")
+    for a in probe.algorithms:
+        mechanism = f"CKM_{a.signing_mechanism}" if a.signing_mechanism else "-"
+        rate = f"{a.signatures_per_second:.0f}" if a.signatures_per_second is not None else "-"
+        note = a.why_not or ("digest computed outside the token" if a.digest_here else "")
+        row = f"{a.algorithm.value:11} {'yes' if a.can_generate else 'no':8} {mechanism:18} {rate:>8}  {note}"
+        print(row.rstrip())
+    yes_no = {True: "offered", False: "not offered"}
+    wraps = ", ".join(f"CKM_{name}" for name in probe.key_wraps) or "none"
+    print(
+        f"unwrap:    CKM_RSA_PKCS_OAEP {yes_no[probe.unwrap_rsa_oaep]}; "
+        f"CA key wrapped with: {wraps} (import {'possible' if probe.can_import else 'impossible'})"
+    )
+    if probe.quirks:
+        print(f"quirks:    {probe.quirks}")
+    kind = {True: "session keys", False: "token objects, destroyed", None: "no keys"}[probe.session_keys]
+    print(f"left behind: {probe.objects_left_behind} objects (the probe signed with {kind})")
     return 0
 
 
@@ -167,7 +204,7 @@ def cmd_provision_wrap(args: argparse.Namespace) -> int:
         else None
     )
     key = key_wrapping.load_ca_private_key(_read(args.key, "CA key"), password)
-    envelope = key_wrapping.wrap_private_key(wrapping, key, hash_name=args.oaep_hash)
+    envelope = key_wrapping.wrap_private_key(wrapping, key, hash_name=args.oaep_hash, key_wrap=args.key_wrap)
     del key, password
     out = Path(args.out)
     try:
@@ -250,14 +287,41 @@ def build_parser() -> argparse.ArgumentParser:
     hsm = commands.add_parser("hsm", help="token set-up and inspection").add_subparsers(
         dest="hsm", required=True
     )
-    init = hsm.add_parser("init-dev-token", help="create a SoftHSM2 development token in a project directory")
-    init.add_argument("--dir", default=str(DEFAULT_DIR), help=f"token directory (default {DEFAULT_DIR})")
+    init = hsm.add_parser(
+        "init-dev-token",
+        help="create a development token (SoftHSM2, a TPM 2.0 simulator or opencryptoki) and print its "
+        "environment",
+    )
+    init.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="softhsm",
+        help="softhsm (default); tpm: swtpm behind tpm2-abrmd with tpm2-pkcs11 (its daemons keep running); "
+        "opencryptoki: the machine's one soft token (slot 3, re-initialised unless it is ours; needs root "
+        "or the pkcs11 group)",
+    )
+    init.add_argument("--dir", help="token directory (default .dev/BACKEND)")
+    init.add_argument(
+        "--reset",
+        action="store_true",
+        help="opencryptoki only: wipe the machine's soft token first if another label holds it",
+    )
     init.add_argument("--label", default=DEFAULT_LABEL, help=f"token label (default {DEFAULT_LABEL})")
     init.set_defaults(run=cmd_init_dev_token)
     keys = hsm.add_parser("keys", help="list key handles in the token (never key material)")
     _token_args(keys)
     keys.add_argument("--json", action="store_true", help="print JSON")
     keys.set_defaults(run=cmd_keys)
+    probe = hsm.add_parser(
+        "probe",
+        help="what the token can do for us: algorithms, signing mechanisms, unwrap, a signing rate",
+    )
+    _token_args(probe)
+    probe.add_argument("--json", action="store_true", help="print JSON")
+    probe.add_argument(
+        "--seconds", type=float, default=0.5, help="signing time per algorithm (default 0.5; session keys)"
+    )
+    probe.set_defaults(run=cmd_probe)
 
     ca = commands.add_parser("ca", help="CA certificates").add_subparsers(dest="ca", required=True)
     create = ca.add_parser(
@@ -301,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     ).add_subparsers(dest="provision", required=True)
     wrap = prov.add_parser(
         "wrap",
-        help="wrap a CA private key (RSA-OAEP + AES-KWP) for the wrapping key in an issuer's status",
+        help="wrap a CA private key (RSA-OAEP + AES-KWP or AES-CBC-PAD) for the wrapping key in an "
+        "issuer's status",
     )
     wrap.add_argument("--wrapping-key", required=True, help="the wrapping public key (PEM), from status")
     wrap.add_argument("--key", required=True, help="the CA private key (PEM or DER, PKCS#8 or traditional)")
@@ -313,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=key_wrapping.DEFAULT_OAEP_HASH,
         help="RSA-OAEP hash (default sha1: SoftHSM2 2.6.1 unwraps no other); "
         "choose one the status lists in parameters",
+    )
+    wrap.add_argument(
+        "--key-wrap",
+        choices=tuple(KEY_WRAPS),
+        default=key_wrapping.DEFAULT_KEY_WRAP,
+        help="how the CA key is wrapped under the AES key: aes-kwp (RFC 5649, default) or aes-cbc-pad "
+        "for tokens without AES key wrap (opencryptoki); choose one the status lists in parameters",
     )
     wrap.add_argument(
         "--expect-sha256",

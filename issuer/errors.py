@@ -47,6 +47,8 @@ class Reason(enum.StrEnum):
     KEY_INVALID = "KeyInvalid"
     KEY_MISMATCH = "KeyMismatch"
     KEY_HANDLE_INVALID = "KeyHandleInvalid"
+    #: The token made a key weaker than its template asked (extractable, not sensitive...): destroyed.
+    KEY_PROTECTION_REFUSED = "KeyProtectionRefused"
     # The pool.
     WORKER_DIED = "WorkerDied"  # passing: the pool has replaced the worker; retry
 

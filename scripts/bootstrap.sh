@@ -6,12 +6,21 @@ set -euo pipefail
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(softhsm2 opensc openssl)
+# SoftHSM2 is the default token; a TPM 2.0 simulator behind tpm2-pkcs11 and opencryptoki's soft token
+# are the two others the token tiers run on (make test-tokens).
+APT_PACKAGES=(softhsm2 opensc openssl
+  swtpm swtpm-tools tpm2-abrmd tpm2-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools libtss2-tcti-tabrmd0 dbus
+  opencryptoki)
 
 missing=()
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
 command -v pkcs11-tool >/dev/null || missing+=(opensc)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v swtpm >/dev/null || missing+=(swtpm)
+command -v tpm2-abrmd >/dev/null || missing+=(tpm2-abrmd)
+command -v tpm2_ptool >/dev/null || missing+=(libtpm2-pkcs11-tools)
+command -v dbus-daemon >/dev/null || missing+=(dbus)
+command -v pkcsslotd >/dev/null || missing+=(opencryptoki)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing ${missing[*]} with apt-get"

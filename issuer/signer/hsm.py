@@ -9,11 +9,16 @@ crashes when two threads sign on two sessions at once, so concurrency comes from
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
+import os
 import re
 import secrets
-from collections.abc import Iterator
+import stat
+import time
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +45,22 @@ from issuer.errors import (
 )
 from issuer.signer.key_wrapping import WrappedKey, check_wrapped_for, oaep_hash
 from issuer.signer.keys import (
-    WRAP_PARAMETERS,
+    KEY_WRAPS,
     Algorithm,
     KeyHandle,
     KeyReport,
     PublicKey,
     public_key_fingerprint,
+    wrap_parameter,
+)
+from issuer.signer.token_capabilities import (
+    GENERATED_ONLY,
+    AlgorithmSupport,
+    MechanismInfo,
+    TokenProbe,
+    TokenTraits,
+    check_private_key_protection,
+    unwrap_offered,
 )
 from issuer.tokens import TokenConfig
 
@@ -233,6 +248,7 @@ class SigningKey:
     handle: KeyHandle
     public_key: PublicKey
     _private: Any  # pkcs11 PrivateKey
+    traits: TokenTraits
 
     def sign(
         self,
@@ -241,47 +257,39 @@ class SigningKey:
         *,
         pss: bool = False,
     ) -> bytes:
-        """Sign ``data`` inside the token; the result is in the encoding X.509 expects (DER for ECDSA)."""
+        """Sign ``data`` inside the token; the result is in the encoding X.509 expects (DER for ECDSA).
+
+        The mechanism is the token's (``TokenTraits.plan``): hash-and-sign where it lists one, else the
+        digest is computed here and the raw mechanism signs it (SoftHSM2 2.6.1 has no CKM_ECDSA_SHA256;
+        opencryptoki 3.8.1 no CKM_SHA256_RSA_PKCS, so PKCS#1 v1.5 goes through CKM_RSA_PKCS over the
+        DER DigestInfo)."""
         family = self.handle.algorithm.family
+        if family != "ed25519" and algorithm is None:
+            raise PermanentError(f"{family} signatures need a digest algorithm")
+        plan = self.traits.plan(self.handle.algorithm, algorithm.name if algorithm else None, pss)
+        payload = data
+        if plan.digest_here and algorithm is not None:
+            payload = hashlib.new(algorithm.name, data).digest()
+            if plan.digest_info:
+                payload = _DIGEST_INFO_PREFIX[algorithm.name] + payload
+        parameter = None
+        if pss and algorithm is not None:
+            hash_mech, mgf = _PSS_PARAMETERS[algorithm.name]
+            parameter = (hash_mech, mgf, algorithm.digest_size)
         with token_errors(f"signing with key {self.handle.key_label!r}"):
-            if family == "ed25519":
-                return bytes(self._private.sign(data, mechanism=Mechanism.EDDSA))
-            if algorithm is None:
-                raise PermanentError(f"{family} signatures need a digest algorithm")
-            if family == "ec":
-                # SoftHSM2 2.6.1 has no CKM_ECDSA_SHA256: hash here, sign the digest in the token.
-                digest = hashlib.new(algorithm.name, data).digest()
-                raw = bytes(self._private.sign(digest, mechanism=Mechanism.ECDSA))
-                half = len(raw) // 2
-                return encode_dss_signature(int.from_bytes(raw[:half]), int.from_bytes(raw[half:]))
-            mechanism, hash_mech, mgf = _RSA_MECHANISMS[algorithm.name]
-            if pss:
-                return bytes(
-                    self._private.sign(
-                        data,
-                        mechanism=mechanism[1],
-                        mechanism_param=(hash_mech, mgf, algorithm.digest_size),
-                    )
-                )
-            return bytes(self._private.sign(data, mechanism=mechanism[0]))
+            raw = bytes(
+                self._private.sign(payload, mechanism=Mechanism[plan.mechanism], mechanism_param=parameter)
+            )
+        if family == "ec":
+            half = len(raw) // 2
+            return encode_dss_signature(int.from_bytes(raw[:half]), int.from_bytes(raw[half:]))
+        return raw
 
 
-_RSA_MECHANISMS: dict[str, tuple[tuple[Mechanism, Mechanism], Mechanism, Any]] = {
-    "sha256": (
-        (Mechanism.SHA256_RSA_PKCS, Mechanism.SHA256_RSA_PKCS_PSS),
-        Mechanism.SHA256,
-        pkcs11.MGF.SHA256,
-    ),
-    "sha384": (
-        (Mechanism.SHA384_RSA_PKCS, Mechanism.SHA384_RSA_PKCS_PSS),
-        Mechanism.SHA384,
-        pkcs11.MGF.SHA384,
-    ),
-    "sha512": (
-        (Mechanism.SHA512_RSA_PKCS, Mechanism.SHA512_RSA_PKCS_PSS),
-        Mechanism.SHA512,
-        pkcs11.MGF.SHA512,
-    ),
+_PSS_PARAMETERS: dict[str, tuple[Mechanism, Any]] = {
+    "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256),
+    "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384),
+    "sha512": (Mechanism.SHA512, pkcs11.MGF.SHA512),
 }
 
 
@@ -299,6 +307,11 @@ class TokenSession:
                 token = self._lib.get_token(token_label=config.token_label)
         self.token_label = _text(token.label)
         self.token_serial = _text(token.serial)
+        self._token = token
+        #: How errors name the token: its manufacturer and model, as its token info gives them.
+        self.token_name = f"{_text(token.manufacturer_id)} {_text(token.model)} token {self.token_label!r}"
+        #: What the token says it can do, read once per process and token.
+        self.traits = _traits(config.module, self._lib, token, self.token_name)
         pin = config.pin.read()
         where = f"logging in to {config.describe()}"
         token_key = (config.module, self.token_serial)
@@ -324,6 +337,7 @@ class TokenSession:
                 self._session = token.open(rw=True)
         del pin
         self._keys: dict[tuple[str, str], SigningKey] = {}
+        self._session_keys: bool | None = None
 
     def close(self) -> None:
         """Close the session; errors on close are irrelevant because the session is gone either way."""
@@ -351,22 +365,21 @@ class TokenSession:
 
         The CKA_ID is 16 random bytes, so two keys never share an id even under one label; a label that
         is already taken is refused so that a label always names one key.
+
+        The private key is read back: a token that reports it extractable, not sensitive, not
+        CKA_ALWAYS_SENSITIVE or not CKA_NEVER_EXTRACTABLE, or differing from any other boolean of the
+        template, has both halves destroyed and ``IssuerError`` (``KeyProtectionRefused``) raised.
         """
+        self.traits.require(algorithm)
         self._refuse_taken(key_label)
         key_id = secrets.token_bytes(16)
         common = {Attribute.LABEL: key_label, Attribute.ID: key_id}
-        private = {**PRIVATE_KEY_TEMPLATE, **common}
-        public = {**PUBLIC_KEY_TEMPLATE, **common}
-        with token_errors(f"generating a {algorithm.value} key in {self.config.describe()}"):
-            if algorithm.family == "rsa":
-                public[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
-                key_type, bits, mechanism = KeyType.RSA, algorithm.rsa_bits, Mechanism.RSA_PKCS_KEY_PAIR_GEN
-            elif algorithm.family == "ec":
-                public[Attribute.EC_PARAMS] = encode_named_curve_parameters(algorithm.curve_name)
-                key_type, bits, mechanism = KeyType.EC, 0, Mechanism.EC_KEY_PAIR_GEN
-            else:
-                public[Attribute.EC_PARAMS] = ObjectIdentifier(ED25519_OID).dump()
-                key_type, bits, mechanism = KeyType.EC_EDWARDS, 0, Mechanism.EC_EDWARDS_KEY_PAIR_GEN
+        public, private = self._templates(PUBLIC_KEY_TEMPLATE, PRIVATE_KEY_TEMPLATE, common)
+        key_type, bits, mechanism = _key_pair_parameters(algorithm, public)
+        with (
+            token_errors(f"generating a {algorithm.value} key in {self.config.describe()}"),
+            self._creating(),
+        ):
             pub, priv = self._session.generate_keypair(
                 key_type,
                 bits,
@@ -375,9 +388,10 @@ class TokenSession:
                 private_template=private,
                 store=True,
             )
+        self._check_protection(priv, {**_asked(private), **GENERATED_ONLY}, key_label, (pub, priv))
         public_key = _public_key(pub, algorithm)
         handle = self._handle(key_label, key_id, algorithm, public_key)
-        self._keys[(handle.key_id, handle.key_label)] = SigningKey(handle, public_key, priv)
+        self._keys[(handle.key_id, handle.key_label)] = SigningKey(handle, public_key, priv, self.traits)
         return handle
 
     def signing_key(self, handle: KeyHandle, *, fresh: bool = False) -> SigningKey:
@@ -402,7 +416,7 @@ class TokenSession:
                 f"{handle.public_key_sha256[:16]}…",
                 Reason.KEY_MISMATCH,
             )
-        key = SigningKey(handle, public_key, priv)
+        key = SigningKey(handle, public_key, priv, self.traits)
         _prove_possession(key)
         self._keys[(handle.key_id, handle.key_label)] = key
         return key
@@ -429,7 +443,7 @@ class TokenSession:
         """Destroy both halves of the key pair a handle names (an explicit, irreversible choice)."""
         self.signing_key(handle)  # proves it is the recorded key before anything is destroyed
         key_id = bytes.fromhex(handle.key_id)
-        with token_errors(f"destroying key {handle.key_label!r}"):
+        with token_errors(f"destroying key {handle.key_label!r}"), self._creating():
             for obj in list(
                 self._session.get_objects({Attribute.ID: key_id, Attribute.LABEL: handle.key_label})
             ):
@@ -452,23 +466,25 @@ class TokenSession:
         Returns its handle, the DER SubjectPublicKeyInfo, and the wrap parameters this token was just
         seen to accept (each is tried with a throw-away session key).
         """
+        self._refuse_import_impossible()
         self._refuse_taken(key_label)
         key_id = secrets.token_bytes(16)
         common = {Attribute.LABEL: key_label, Attribute.ID: key_id}
-        public_template = {
-            **WRAPPING_PUBLIC_TEMPLATE,
-            **common,
-            Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01",
-        }
-        with token_errors(f"generating a wrapping key in {self.config.describe()}"):
+        public_template, private_template = self._templates(
+            WRAPPING_PUBLIC_TEMPLATE, WRAPPING_PRIVATE_TEMPLATE, common
+        )
+        public_template[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
+        with token_errors(f"generating a wrapping key in {self.config.describe()}"), self._creating():
             pub, priv = self._session.generate_keypair(
                 KeyType.RSA,
                 WRAPPING_KEY_BITS,
                 mechanism=Mechanism.RSA_PKCS_KEY_PAIR_GEN,
                 public_template=public_template,
-                private_template={**WRAPPING_PRIVATE_TEMPLATE, **common},
+                private_template=private_template,
                 store=True,
             )
+        asked = {**_asked(private_template), **GENERATED_ONLY}
+        self._check_protection(priv, asked, key_label, (pub, priv))
         return self._wrapping_key(pub, priv, key_label, key_id)
 
     def find_wrapping_key(self, key_label: str) -> tuple[KeyHandle, bytes, tuple[str, ...]]:
@@ -491,10 +507,30 @@ class TokenSession:
         spki = public.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        key_wraps = [
+            name for name, (mechanism, _) in KEY_WRAPS.items() if mechanism in self.traits.key_wraps()
+        ]
         accepted = tuple(
-            WRAP_PARAMETERS[name] for name in WRAP_PARAMETERS if self._accepts_oaep(priv, public, name)
+            wrap_parameter(oaep, key_wrap)
+            for key_wrap in key_wraps
+            for oaep in ("sha1", "sha256")
+            if self._accepts_oaep(priv, public, oaep)
         )
         return handle, spki, accepted
+
+    def _refuse_import_impossible(self) -> None:
+        """Refuse, naming the token and what it lacks, to prepare an import it could never finish."""
+        lacks = []
+        if not unwrap_offered(self.traits.mechanisms, "RSA_PKCS_OAEP"):
+            lacks.append("no C_UnwrapKey with CKM_RSA_PKCS_OAEP")
+        if not self.traits.key_wraps():
+            lacks.append("no C_UnwrapKey with CKM_AES_KEY_WRAP_PAD or CKM_AES_CBC_PAD")
+        if lacks:
+            raise IssuerError(
+                f"{self.token_name} cannot import a wrapped CA key: {'; '.join(lacks)}; generate the key "
+                "in the token instead",
+                Reason.MECHANISM_NOT_SUPPORTED,
+            )
 
     def _accepts_oaep(self, priv: Any, public: rsa.RSAPublicKey, hash_name: str) -> bool:
         """Does the token unwrap an RSA-OAEP(``hash_name``) AES key? Measured with a random session key
@@ -555,11 +591,26 @@ class TokenSession:
         beside it, proven by a signature before it is returned. The transport AES key is a session
         object, destroyed before this returns; on any failure nothing of the import is left behind.
 
+        The new private key is read back before anything else: it must be CKA_SENSITIVE and not
+        CKA_EXTRACTABLE, and match every other boolean of its template, or it is destroyed and
+        ``IssuerError`` (``KeyProtectionRefused``) names the token and the attribute. CKA_ALWAYS_SENSITIVE
+        and CKA_NEVER_EXTRACTABLE are not required: an imported key existed outside the token.
+
         Idempotent: when ``key_label`` already holds this very key (an earlier call imported it and its
         caller died before recording the handle), that key's handle is returned; any other key under
         the label is refused.
         """
         check_wrapped_for(wrapped, wrapping.public_key_sha256)
+        self._refuse_import_impossible()
+        if wrapped.key_wrap_mechanism not in self.traits.key_wraps():
+            offered = [
+                name for name, (mechanism, _) in KEY_WRAPS.items() if mechanism in self.traits.key_wraps()
+            ]
+            raise IssuerError(
+                f"{self.token_name} cannot unwrap {wrapped.parameter}: it has no C_UnwrapKey with "
+                f"CKM_{wrapped.key_wrap_mechanism}; wrap the key again with --key-wrap {offered[0]}",
+                "WrapParameterNotSupported",
+            )
         done = self._already_imported(wrapped, key_label)
         if done is not None:
             return done
@@ -585,11 +636,15 @@ class TokenSession:
                 ) from None
         key_id = secrets.token_bytes(16)
         try:
-            priv = self._unwrap_private(transport, wrapped, key_label, key_id, where)
+            priv, template = self._unwrap_private(transport, wrapped, key_label, key_id, where)
         finally:
             with token_errors("destroying the session transport key"):
                 transport.destroy()
         try:
+            # Only what the template asked: an imported key existed outside the token, so it is never
+            # CKA_ALWAYS_SENSITIVE nor CKA_NEVER_EXTRACTABLE (opencryptoki 3.8.1 ignores SENSITIVE and
+            # EXTRACTABLE in C_UnwrapKey's template: this is where that ends in a refusal).
+            self._check_protection(priv, _asked(template), key_label, (priv,))
             return self._adopt_unwrapped(priv, wrapped, key_label, key_id, where)
         except BaseException:
             with contextlib.suppress(p11err.PKCS11Error):
@@ -622,30 +677,34 @@ class TokenSession:
 
     def _unwrap_private(
         self, transport: Any, wrapped: WrappedKey, key_label: str, key_id: bytes, where: str
-    ) -> Any:
+    ) -> tuple[Any, dict[Attribute, Any]]:
+        """The unwrapped private key and the template the token accepted for it."""
         key_type = KeyType.RSA if wrapped.algorithm.family == "rsa" else KeyType.EC
-        template = {**_UNWRAPPED_KEY_TEMPLATE, Attribute.LABEL: key_label, Attribute.ID: key_id}
-        with token_errors(where):
+        _, template = self._templates(
+            {}, _UNWRAPPED_KEY_TEMPLATE, {Attribute.LABEL: key_label, Attribute.ID: key_id}
+        )
+        mechanism = Mechanism[wrapped.key_wrap_mechanism]
+        parameter = wrapped.iv or None  # AES-CBC-PAD's IV; AES-KWP takes the default one
+
+        def unwrap() -> Any:
+            return transport.unwrap_key(
+                ObjectClass.PRIVATE_KEY,
+                key_type,
+                wrapped.wrapped_private_key,
+                mechanism=mechanism,
+                mechanism_param=parameter,
+                template=template,
+            )
+
+        with token_errors(where), self._creating():
             try:
                 try:
-                    return transport.unwrap_key(
-                        ObjectClass.PRIVATE_KEY,
-                        key_type,
-                        wrapped.wrapped_private_key,
-                        mechanism=Mechanism.AES_KEY_WRAP_PAD,
-                        template=template,
-                    )
+                    return unwrap(), template
                 except p11err.AttributeReadOnly:
                     # SoftHSM2 2.6.1 refuses CKA_MODIFIABLE=false in C_UnwrapKey (measured); the key is
                     # still sign-only, sensitive, non-extractable and uncopyable.
                     del template[Attribute.MODIFIABLE]
-                    return transport.unwrap_key(
-                        ObjectClass.PRIVATE_KEY,
-                        key_type,
-                        wrapped.wrapped_private_key,
-                        mechanism=Mechanism.AES_KEY_WRAP_PAD,
-                        template=template,
-                    )
+                    return unwrap(), template
             except _BAD_CIPHERTEXT:
                 raise IssuerError(
                     f"{where}: the token cannot unwrap the CA key (the blob is corrupt or truncated)",
@@ -689,7 +748,7 @@ class TokenSession:
                 )
                 material = {Attribute.EC_PARAMS: params, Attribute.EC_POINT: OctetString(point).dump()}
         handle = self._handle(key_label, key_id, wrapped.algorithm, public)
-        key = SigningKey(handle, public, priv)
+        key = SigningKey(handle, public, priv, self.traits)
         try:
             _prove_possession(key)
         except IssuerError:
@@ -732,32 +791,213 @@ class TokenSession:
                 raise PermanentError(
                     f"the token refuses to reveal {attribute}", "AttributeSensitive"
                 ) from None
+            except p11err.AttributeTypeInvalid:
+                if not self.traits.quirks.secret_attributes_absent:
+                    raise
+                # tpm2-pkcs11: the secret never was an attribute of the object (it lives in the TPM).
+                raise PermanentError(
+                    f"the token has no {attribute} to reveal (type invalid)", "AttributeSensitive"
+                ) from None
 
     def try_wrap_out(self, handle: KeyHandle) -> None:
-        """Attempt to export the CA private key under a fresh session AES key with C_WrapKey.
+        """Attempt to export the CA private key under a fresh AES key with C_WrapKey.
 
         Exists so tests can prove the token refuses; raises PermanentError(reason="KeyUnextractable")
-        when it does, and returns only if the token wrongly exported the key (the wrapped bytes are
-        discarded immediately).
+        when it does (it refuses the key, or has no C_GenerateKey/C_WrapKey to export anything with:
+        tpm2-pkcs11 1.9), and returns only if the token wrongly exported the key (the wrapped bytes
+        are discarded immediately).
         """
         key = self.signing_key(handle)
+        unable = PermanentError(
+            "the token cannot export the key: it has no C_GenerateKey or C_WrapKey to export it with",
+            "KeyUnextractable",
+        )
         with token_errors("creating a session wrapping key"):
-            wrapper = self._session.generate_key(
-                KeyType.AES,
-                256,
-                template={Attribute.TOKEN: False, Attribute.WRAP: True, Attribute.EXTRACTABLE: False},
-            )
+            try:
+                wrapper = self._session.generate_key(
+                    KeyType.AES,
+                    256,
+                    template={Attribute.TOKEN: False, Attribute.WRAP: True, Attribute.EXTRACTABLE: False},
+                )
+            except (p11err.FunctionNotSupported, p11err.MechanismInvalid):
+                raise unable from None
         try:
             with token_errors(f"wrapping key {handle.key_label!r}"):
+                kwp = self.traits.mechanisms.get("AES_KEY_WRAP_PAD")
                 try:
-                    wrapper.wrap_key(key._private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                    if kwp is not None and "wrap" in kwp.functions:
+                        wrapper.wrap_key(key._private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                    else:  # opencryptoki has no AES key wrap; CBC-PAD wraps there
+                        iv = secrets.token_bytes(16)
+                        wrapper.wrap_key(key._private, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv)
                 except (p11err.KeyUnextractable, p11err.KeyNotWrappable):
                     raise PermanentError("the token refuses to export the key", "KeyUnextractable") from None
+                except (p11err.FunctionNotSupported, p11err.MechanismInvalid):
+                    raise unable from None
         finally:
             with token_errors("destroying the session wrapping key"):
                 wrapper.destroy()
 
+    # -- what the token can do (`hsm probe`) ----------------------------------------------------------
+
+    def probe(self, seconds: float) -> TokenProbe:
+        """What this token can do for us, from its module info and mechanism list, with a signing rate
+        measured for ``seconds`` (0: none, no key made) per algorithm it can do, on throw-away keys
+        destroyed before this
+        returns (session keys where the token makes them, else token objects under a ``ti-probe-``
+        label): the token holds no new object afterwards (``objects_left_behind`` counts what this
+        session still sees beyond what it saw before, and is 0)."""
+        where = f"probing {self.config.describe()}"
+        traits = self.traits
+        with token_errors(where):
+            before = len(list(self._session.get_objects({})))
+        results = []
+        for algorithm in Algorithm:
+            support = traits.support(algorithm)
+            if support.usable and seconds > 0:
+                rate = self._signing_rate(algorithm, seconds)
+                support = AlgorithmSupport(
+                    algorithm,
+                    support.can_generate,
+                    support.signing_mechanism,
+                    support.digest_here,
+                    support.why_not,
+                    rate,
+                )
+            results.append(support)
+        with token_errors(where):
+            after = len(list(self._session.get_objects({})))
+        token = self._token
+        return TokenProbe(
+            manufacturer=_text(token.manufacturer_id),
+            model=_text(token.model),
+            firmware=_version(getattr(token, "firmware_version", "")),
+            hardware=_version(getattr(token, "hardware_version", "")),
+            label=self.token_label,
+            serial=self.token_serial,
+            algorithms=tuple(results),
+            unwrap_rsa_oaep=unwrap_offered(traits.mechanisms, "RSA_PKCS_OAEP"),
+            unwrap_aes_kwp=unwrap_offered(traits.mechanisms, "AES_KEY_WRAP_PAD"),
+            objects_left_behind=max(0, after - before),
+            mechanisms=tuple(sorted(traits.mechanisms)),
+            module=f"{traits.module_manufacturer} (PKCS#11 {'.'.join(map(str, traits.cryptoki_version))})",
+            key_wraps=tuple(traits.key_wraps()),
+            quirks=traits.quirks.note,
+            session_keys=self._session_keys,
+        )
+
+    def _signing_rate(self, algorithm: Algorithm, seconds: float) -> float:
+        """Signatures per second with a throw-away key pair and the token's signing plan."""
+        where = f"probing {algorithm.value} in {self.config.describe()}"
+        label = f"ti-probe-{secrets.token_hex(6)}"
+        key_id = secrets.token_bytes(16)
+        common = {Attribute.LABEL: label, Attribute.ID: key_id}
+        public, private = self._templates(PUBLIC_KEY_TEMPLATE, PRIVATE_KEY_TEMPLATE, common)
+        private[Attribute.MODIFIABLE] = DEFAULT
+        key_type, bits, gen = _key_pair_parameters(algorithm, public)
+        with token_errors(where), self._creating():
+            pub = priv = None
+            if self._session_keys is not False:
+                try:
+                    pub, priv = self._session.generate_keypair(
+                        key_type,
+                        bits,
+                        mechanism=gen,
+                        public_template={**public, Attribute.TOKEN: False},
+                        private_template={**private, Attribute.TOKEN: False},
+                        store=False,
+                    )
+                    self._session_keys = True
+                except (p11err.AttributeValueInvalid, p11err.TemplateInconsistent):
+                    # tpm2-pkcs11 makes token objects only (CKA_TOKEN=false: attribute value invalid).
+                    self._session_keys = False
+            if pub is None or priv is None:
+                pub, priv = self._session.generate_keypair(
+                    key_type,
+                    bits,
+                    mechanism=gen,
+                    public_template=public,
+                    private_template=private,
+                    store=True,
+                )
+        try:
+            public_key = _public_key(pub, algorithm)
+            handle = self._handle(label, key_id, algorithm, public_key)
+            key = SigningKey(handle, public_key, priv, self.traits)
+            digest = algorithm.signature_hash()
+            data = b"trusted-issuer probe " + secrets.token_bytes(16)
+            count, started = 0, time.monotonic()
+            while (elapsed := time.monotonic() - started) < seconds or count == 0:
+                key.sign(data, digest)
+                count += 1
+        finally:
+            with token_errors(where), self._creating():
+                priv.destroy()
+                pub.destroy()
+        return round(count / max(elapsed, 1e-9), 1)
+
     # -- internals -----------------------------------------------------------------------------------
+
+    def _templates(
+        self,
+        public: Mapping[Attribute, Any],
+        private: Mapping[Attribute, Any],
+        common: Mapping[Attribute, Any],
+    ) -> tuple[dict[Attribute, Any], dict[Attribute, Any]]:
+        """A key pair's templates as this token accepts them: attributes its PKCS#11 version does not
+        know are left out (and so not read back); where the module's quirk says so, the public key's
+        usage is left to the token (it is public: nothing to protect). The private key's protection is
+        never relaxed here: a token that will not honour it refuses, or is refused on read-back."""
+        omitted = {Attribute[name.removeprefix("CKA_")] for name in self.traits.omitted_attributes}
+        pub = {a: v for a, v in public.items() if a not in omitted}
+        priv = {a: v for a, v in private.items() if a not in omitted}
+        if self.traits.quirks.public_usage_left_to_token:
+            pub.update({Attribute.VERIFY: DEFAULT, Attribute.ENCRYPT: DEFAULT, Attribute.WRAP: DEFAULT})
+        return {**pub, **common}, {**priv, **common}
+
+    @contextmanager
+    def _creating(self) -> Iterator[None]:
+        """Held while this process creates or destroys token objects. Where the module's store takes
+        one writer at a time, it is a lock across worker processes; where each process loads the
+        objects once (at C_Initialize), the change is announced so the others load them again."""
+        quirks = self.traits.quirks
+        if not (quirks.serialize_object_creation or quirks.objects_loaded_at_initialize):
+            yield
+            return
+        module = self.config.module
+        with _shared_file(module, "lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if quirks.objects_loaded_at_initialize and objects_changed_elsewhere(module):
+                    # Decide on a current view only (a label taken meanwhile, a key destroyed).
+                    raise ObjectsChangedElsewhere(f"{self.token_name} changed in another process")
+                yield
+            finally:
+                if quirks.objects_loaded_at_initialize:
+                    changed = uuid.uuid4().hex
+                    _shared_file(module, "objects").write_text(changed)
+                    _LOADED_AT[module] = changed  # this process's view was current, and has the change
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _check_protection(
+        self, priv: Any, asked: Mapping[str, bool], key_label: str, created: tuple[Any, ...]
+    ) -> None:
+        """Read back the protection attributes of a key this session just made, and destroy ``created``
+        before refusing it (see ``token_capabilities.check_private_key_protection``)."""
+        flags: dict[str, bool | None] = {}
+        with token_errors(f"reading back the attributes of new key {key_label!r}"):
+            for name in asked:
+                try:
+                    flags[name] = bool(priv[Attribute[name.removeprefix("CKA_")]])
+                except (p11err.AttributeTypeInvalid, p11err.AttributeSensitive):
+                    flags[name] = None
+        try:
+            check_private_key_protection(flags, asked, self.token_name, key_label)
+        except IssuerError:
+            with contextlib.suppress(p11err.PKCS11Error):
+                for obj in created:
+                    obj.destroy()
+            raise
 
     def _check_token(self, handle: KeyHandle) -> None:
         if handle.token_serial and handle.token_serial != self.token_serial:
@@ -798,7 +1038,117 @@ class TokenSession:
         return KeyReport(handle, *flags)
 
 
+_FUNCTIONS = {
+    "sign": pkcs11.MechanismFlag.SIGN,
+    "verify": pkcs11.MechanismFlag.VERIFY,
+    "generate_key_pair": pkcs11.MechanismFlag.GENERATE_KEY_PAIR,
+    "wrap": pkcs11.MechanismFlag.WRAP,
+    "unwrap": pkcs11.MechanismFlag.UNWRAP,
+    "digest": pkcs11.MechanismFlag.DIGEST,
+}
+#: DER DigestInfo headers (RFC 8017, 9.2 note 1): what CKM_RSA_PKCS signs ahead of the digest.
+_DIGEST_INFO_PREFIX = {
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+
+
+def _key_pair_parameters(
+    algorithm: Algorithm, public: dict[Attribute, Any]
+) -> tuple[KeyType, int, Mechanism]:
+    """Key type, size and generation mechanism of ``algorithm``; adds its domain to ``public``."""
+    if algorithm.family == "rsa":
+        public[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
+        return KeyType.RSA, algorithm.rsa_bits, Mechanism.RSA_PKCS_KEY_PAIR_GEN
+    if algorithm.family == "ec":
+        public[Attribute.EC_PARAMS] = encode_named_curve_parameters(algorithm.curve_name)
+        return KeyType.EC, 0, Mechanism.EC_KEY_PAIR_GEN
+    public[Attribute.EC_PARAMS] = ObjectIdentifier(ED25519_OID).dump()
+    return KeyType.EC_EDWARDS, 0, Mechanism.EC_EDWARDS_KEY_PAIR_GEN
+
+
+#: Per process: what each (module, token serial) said of itself.
+_TRAITS: dict[tuple[str, str], TokenTraits] = {}
+
+
+def _traits(module: str, lib: Any, token: Any, token_name: str) -> TokenTraits:
+    """Read (once per process and token) the module's info and the token's mechanism list."""
+    key = (module, _text(token.serial))
+    known = _TRAITS.get(key)
+    if known is not None:
+        return known
+    with token_errors(f"reading the mechanisms of {token_name}"):
+        slot = token.slot
+        mechanisms = {}
+        for mechanism in slot.get_mechanisms():
+            try:
+                info = slot.get_mechanism_info(mechanism)
+            except p11err.MechanismInvalid:
+                continue  # listed but not described: not usable
+            name = mechanism.name.lstrip("_") if hasattr(mechanism, "name") else str(mechanism)
+            functions = frozenset(n for n, flag in _FUNCTIONS.items() if int(info.flags) & int(flag))
+            mechanisms[name] = MechanismInfo(int(info.min_key_length), int(info.max_key_length), functions)
+    version = getattr(lib, "cryptoki_version", (2, 40))
+    traits = TokenTraits(
+        module_manufacturer=_text(getattr(lib, "manufacturer_id", "")),
+        cryptoki_version=(int(version[0]), int(version[1])),
+        token_name=token_name,
+        mechanisms=mechanisms,
+    )
+    _TRAITS[key] = traits
+    return traits
+
+
+def _asked(template: Mapping[Attribute, Any]) -> dict[str, bool]:
+    """The boolean attributes of a key template, by PKCS#11 name, as the read-back compares them."""
+    return {f"CKA_{a.name}": v for a, v in template.items() if isinstance(v, bool)}
+
+
+def _version(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ".".join(str(v) for v in value)
+    return _text(value)
+
+
 _MODULES: dict[str, Any] = {}
+
+
+class ObjectsChangedElsewhere(RetryableError):
+    """Another process created or destroyed objects since this one loaded the module (see
+    ``ModuleQuirks.objects_loaded_at_initialize``): load it again and repeat the operation."""
+
+
+#: Per module: the objects generation (see ``TokenSession._creating``) when this process loaded it.
+_LOADED_AT: dict[str, str] = {}
+
+
+def _shared_file(module: str, kind: str) -> Path:
+    """A file the worker processes of this user share for one module (a lock, a generation), in a
+    directory only this user may enter: nobody else can hold the lock or fake a change."""
+    base = Path(os.environ.get("TMPDIR") or "/tmp")  # noqa: S108  # a private directory is made in it
+    private = base / f"trusted-issuer-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        private.mkdir(mode=0o700)
+    found = private.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise ConfigurationError(f"{private} is not a private directory of this user: remove it")
+    return private / f"{kind}-{hashlib.sha256(module.encode()).hexdigest()[:16]}"
+
+
+def _objects_generation(module: str) -> str:
+    try:
+        return _shared_file(module, "objects").read_text()
+    except OSError:
+        return ""
+
+
+def objects_changed_elsewhere(module: str) -> bool:
+    """Did another process create or destroy objects since this one loaded ``module``? (Asked only
+    of modules that load their objects once per process, ``ModuleQuirks.objects_loaded_at_initialize``.)"""
+    return _objects_generation(module) != _LOADED_AT.get(module, "")
+
+
 #: Per worker process: a keyed digest of the PIN that logged in to each (module, token serial).
 _LOGGED_IN: dict[tuple[str, str], bytes] = {}
 #: PINs a token refused, by the same keyed digest, never tried twice.
@@ -816,11 +1166,13 @@ def _load_module(path: str) -> Any:
     loaded = _MODULES.get(path)
     if loaded is not None:
         if not loaded.initialized:
+            _LOADED_AT[path] = _objects_generation(path)
             with token_errors(f"initialising PKCS#11 module {path} again"):
                 loaded.initialize()
         return loaded
     if not Path(path).is_file():
         raise ConfigurationError(f"PKCS#11 module {path} does not exist")
+    _LOADED_AT[path] = _objects_generation(path)
     try:
         lib = pkcs11.lib(path)
     except p11err.PKCS11Error as exc:

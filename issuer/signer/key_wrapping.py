@@ -2,8 +2,9 @@
 
 The construction is the one cloud KMS key import uses: a fresh AES-256 key encrypted with RSA-OAEP
 under the token's wrapping public key, and the CA key's PKCS#8 encoding wrapped under that AES key with
-AES key wrap with padding (RFC 5649, ``CKM_AES_KEY_WRAP_PAD``). Only the token holding the wrapping
-private key can open it, and it opens it straight into a non-extractable key object.
+AES key wrap with padding (RFC 5649, ``CKM_AES_KEY_WRAP_PAD``), or, for a token without it, AES-CBC
+with PKCS#7 padding (``CKM_AES_CBC_PAD``, a random IV in the envelope). Only the token holding the
+wrapping private key can open it, and it opens it straight into a non-extractable key object.
 
 The envelope is a small JSON document that also names the wrapping key's fingerprint, the OAEP hash,
 the key algorithm and the CA key's *public* key, so a blob meant for another wrapping key or with a
@@ -21,11 +22,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as block_padding
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
 from issuer.errors import ConfigurationError, IssuerError
-from issuer.signer.keys import WRAP_PARAMETERS, Algorithm, PublicKey, public_key_fingerprint
+from issuer.signer.keys import (
+    KEY_WRAPS,
+    Algorithm,
+    PublicKey,
+    parse_wrap_parameter,
+    public_key_fingerprint,
+    wrap_parameter,
+)
 
 ENVELOPE_FORMAT = "trusted-issuer/wrapped-key"
 ENVELOPE_VERSION = 1
@@ -33,6 +43,8 @@ ENVELOPE_VERSION = 1
 MAX_ENVELOPE_BYTES = 64 * 1024
 OAEP_HASHES = ("sha1", "sha256")
 DEFAULT_OAEP_HASH = "sha1"
+DEFAULT_KEY_WRAP = "aes-kwp"
+_CBC_IV_BYTES = 16
 #: CA key algorithms that can be imported. Ed25519 is not among them: SoftHSM2 2.6.1 answers
 #: CKR_FUNCTION_FAILED to C_UnwrapKey of an Ed25519 PKCS#8 key (measured), so a wrapped Ed25519 key
 #: could never be used; it is refused before anything is wrapped.
@@ -147,11 +159,18 @@ class WrappedKey:
     public_key_sha256: str
     wrapped_aes_key: bytes
     wrapped_private_key: bytes
+    key_wrap: str = DEFAULT_KEY_WRAP
+    iv: bytes = b""
 
     @property
     def parameter(self) -> str:
         """The wrap construction, spelled as ``WrappingKey.parameters`` spells it."""
-        return WRAP_PARAMETERS[self.oaep_hash]
+        return wrap_parameter(self.oaep_hash, self.key_wrap)
+
+    @property
+    def key_wrap_mechanism(self) -> str:
+        """The PKCS#11 mechanism (name) that unwraps the CA key under the transport key."""
+        return KEY_WRAPS[self.key_wrap][0]
 
     def public_key(self) -> PublicKey:
         key = serialization.load_pem_public_key(self.public_key_pem)
@@ -160,7 +179,11 @@ class WrappedKey:
 
 
 def wrap_private_key(
-    wrapping_public: rsa.RSAPublicKey, private_key: PrivateKey, *, hash_name: str = DEFAULT_OAEP_HASH
+    wrapping_public: rsa.RSAPublicKey,
+    private_key: PrivateKey,
+    *,
+    hash_name: str = DEFAULT_OAEP_HASH,
+    key_wrap: str = DEFAULT_KEY_WRAP,
 ) -> bytes:
     """The envelope for ``private_key`` wrapped for ``wrapping_public`` (see the module docstring).
 
@@ -177,15 +200,26 @@ def wrap_private_key(
     pkcs8 = private_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    wrapped_key = aes_key_wrap_with_padding(aes_key, pkcs8)
+    iv = b""
+    if key_wrap == "aes-kwp":
+        wrapped_key = aes_key_wrap_with_padding(aes_key, pkcs8)
+    elif key_wrap == "aes-cbc-pad":
+        iv = secrets.token_bytes(_CBC_IV_BYTES)
+        padder = block_padding.PKCS7(128).padder()
+        encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
+        wrapped_key = encryptor.update(padder.update(pkcs8) + padder.finalize()) + encryptor.finalize()
+    else:
+        raise ConfigurationError(f"unknown key wrap {key_wrap!r}: choose one of {', '.join(KEY_WRAPS)}")
     del aes_key, pkcs8
     public = private_key.public_key()
     envelope = {
         "format": ENVELOPE_FORMAT,
         "version": ENVELOPE_VERSION,
         "wrappingKeySHA256": public_key_fingerprint(wrapping_public),
-        "parameter": WRAP_PARAMETERS[hash_name],
+        "parameter": wrap_parameter(hash_name, key_wrap),
         "oaepHash": hash_name,
+        "keyWrap": key_wrap,
+        **({"iv": base64.b64encode(iv).decode()} if iv else {}),
         "algorithm": algorithm.value,
         "publicKey": public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -228,6 +262,9 @@ def parse_wrapped_key(blob: bytes) -> WrappedKey:
         raise _invalid(f"lacks {', '.join(missing)}")
     if data["oaepHash"] not in OAEP_HASHES:
         raise _invalid(f"names an unknown OAEP hash {data['oaepHash']!r}")
+    key_wrap = data.get("keyWrap", DEFAULT_KEY_WRAP)  # envelopes before CBC-PAD name none
+    if key_wrap not in KEY_WRAPS:
+        raise _invalid(f"names an unknown key wrap {key_wrap!r}")
     try:
         algorithm = Algorithm(data["algorithm"])
     except ValueError:
@@ -239,8 +276,19 @@ def parse_wrapped_key(blob: bytes) -> WrappedKey:
         wrapped_key = base64.b64decode(data["wrappedKey"], validate=True)
     except (binascii.Error, ValueError):
         raise _invalid("has a field that is not base64") from None
-    if not wrapped_key or len(wrapped_key) % 8:
-        raise _invalid("is truncated (its AES-KWP part is not a whole number of 8-byte blocks)")
+    iv = b""
+    if key_wrap == "aes-kwp":
+        if not wrapped_key or len(wrapped_key) % 8:
+            raise _invalid("is truncated (its AES-KWP part is not a whole number of 8-byte blocks)")
+    else:
+        try:
+            iv = base64.b64decode(str(data.get("iv", "")), validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid("has an iv that is not base64") from None
+        if len(iv) != _CBC_IV_BYTES:
+            raise _invalid(f"needs a {_CBC_IV_BYTES}-byte iv for AES-CBC-PAD")
+        if not wrapped_key or len(wrapped_key) % 16:
+            raise _invalid("is truncated (its AES-CBC part is not a whole number of 16-byte blocks)")
     try:
         public = serialization.load_pem_public_key(data["publicKey"].encode())
     except (ValueError, TypeError):
@@ -260,6 +308,8 @@ def parse_wrapped_key(blob: bytes) -> WrappedKey:
         public_key_sha256=fingerprint,
         wrapped_aes_key=wrapped_aes,
         wrapped_private_key=wrapped_key,
+        key_wrap=key_wrap,
+        iv=iv,
     )
 
 
@@ -276,7 +326,15 @@ def check_wrapped_for(wrapped: WrappedKey, wrapping_sha256: str, parameters: tup
     if parameters and wrapped.parameter not in parameters:
         raise IssuerError(
             f"the wrapped key uses {wrapped.parameter}, which this token does not accept "
-            f"({', '.join(parameters)}): wrap it again with --oaep-hash "
-            f"{'sha1' if wrapped.oaep_hash == 'sha256' else 'sha256'}",
+            f"({', '.join(parameters)}): wrap it again with {rewrap_flags(parameters)}",
             "WrapParameterNotSupported",
         )
+
+
+def rewrap_flags(parameters: tuple[str, ...]) -> str:
+    """The `provision wrap` flags for the first of ``parameters`` this version can make."""
+    for parameter in parameters:
+        parsed = parse_wrap_parameter(parameter)
+        if parsed is not None:
+            return f"--oaep-hash {parsed[0]} --key-wrap {parsed[1]}"
+    return "a parameter this token lists"

@@ -118,9 +118,29 @@ class KeyHandle:
             raise IssuerError(f"recorded key handle lacks {missing.args[0]}", "KeyHandleInvalid") from None
 
 
-#: The wrap constructions a wrapping key can accept: RSA-OAEP (hash) of a fresh AES-256 key, then the CA
-#: key's PKCS#8 under AES key wrap with padding (RFC 5649). Which of them a token accepts is measured.
-WRAP_PARAMETERS = {"sha1": "RSA-OAEP-SHA1+AES-KWP-256", "sha256": "RSA-OAEP-SHA256+AES-KWP-256"}
+#: How the CA key's PKCS#8 is wrapped under the transport AES-256 key: AES key wrap with padding
+#: (RFC 5649, integrity-protected), or AES-CBC with PKCS#7 padding for tokens without it (opencryptoki
+#: 3.8.1); the unwrapped key is then proven against the envelope's public key either way. By the name
+#: the CLI and envelope use, the PKCS#11 mechanism, and the name in a wrap parameter.
+KEY_WRAPS: dict[str, tuple[str, str]] = {
+    "aes-kwp": ("AES_KEY_WRAP_PAD", "AES-KWP-256"),
+    "aes-cbc-pad": ("AES_CBC_PAD", "AES-CBC-PAD-256"),
+}
+
+
+def wrap_parameter(oaep_hash: str, key_wrap: str = "aes-kwp") -> str:
+    """A wrap construction as status and the envelope spell it: RSA-OAEP (hash) of a fresh AES-256
+    key, then the CA key under that key (``KEY_WRAPS``). Which of them a token accepts is measured."""
+    return f"RSA-OAEP-{oaep_hash.upper()}+{KEY_WRAPS[key_wrap][1]}"
+
+
+def parse_wrap_parameter(parameter: str) -> tuple[str, str] | None:
+    """The (OAEP hash, key wrap) of a spelled wrap parameter, or ``None`` for one this version lacks."""
+    for oaep in ("sha1", "sha256"):
+        for key_wrap in KEY_WRAPS:
+            if wrap_parameter(oaep, key_wrap) == parameter:
+                return oaep, key_wrap
+    return None
 
 
 @dataclass(frozen=True)

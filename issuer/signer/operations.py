@@ -108,6 +108,8 @@ class Signer:
     destroy_key = operation(worker.destroy_key)
     destroy_key_if_present = operation(worker.destroy_key_if_present)
     list_keys = operation(worker.list_keys)
+    #: ``(token, seconds) -> TokenProbe``: what the token can do for us (``hsm probe``); leaves nothing.
+    probe_token = operation(worker.probe_token)
 
     # -- its CA certificate: self-signed, or a CSR for an external CA to make it an intermediate --
     create_self_signed_ca = clocked(worker.create_self_signed_ca)

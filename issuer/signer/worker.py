@@ -41,6 +41,7 @@ from issuer.signer.certificates import (
 )
 from issuer.signer.key_wrapping import check_wrapped_for, parse_wrapped_key
 from issuer.signer.keys import Algorithm, IssuerKey, KeyHandle, KeyReport, WrappingKey
+from issuer.signer.token_capabilities import TokenProbe
 from issuer.signer.token_keys import TokenPrivateKey, token_private_key
 from issuer.tokens import TokenConfig
 
@@ -82,7 +83,10 @@ def session(config: TokenConfig) -> hsm.TokenSession:
     """
     existing = _sessions.get(config)
     if existing is not None:
-        return existing
+        quirks = existing.traits.quirks
+        if not (quirks.objects_loaded_at_initialize and hsm.objects_changed_elsewhere(config.module)):
+            return existing
+        forget(config, rescan=True)  # tpm2-pkcs11: load the objects another worker changed
     for attempt in range(OPEN_RETRIES + 1):
         try:
             opened = hsm.TokenSession(config)
@@ -134,9 +138,19 @@ def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
     process has just created, and a caller that took that miss as "already destroyed" would leave the
     key behind. Every operation finds its keys before it changes anything, so running it again is safe.
     """
-    for attempt in (1, 2):
+    reloads = 0
+    attempt = 1
+    while attempt <= 2:
         try:
             return run(session(config))
+        except hsm.ObjectsChangedElsewhere:
+            # Another worker changed the objects while this one was deciding: load them and decide
+            # again (each reload sees every change made before it; the workers take turns).
+            forget(config, rescan=True)
+            reloads += 1
+            if reloads > OBJECT_RELOADS:
+                raise
+            continue
         except RetryableError:
             forget(config, rescan=True)
             raise
@@ -148,7 +162,12 @@ def _on_token(config: TokenConfig, run: Callable[[hsm.TokenSession], R]) -> R:
                 forget(config, rescan=reason in _RESCAN)
             if reason != Reason.KEY_NOT_FOUND:
                 raise
+        attempt += 1
     raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+#: How often one task loads a module again because other workers keep changing its objects.
+OBJECT_RELOADS = 20
 
 
 @functools.lru_cache(maxsize=128)
@@ -369,6 +388,12 @@ def destroy_key_if_present(config: TokenConfig, handle: KeyHandle) -> bool:
         return True
 
     return _unless_missing(run, False)
+
+
+def probe_token(config: TokenConfig, seconds: float = 0.5) -> TokenProbe:
+    """What the token can do for us (``hsm probe``): its info, our algorithms and their signing
+    mechanisms, unwrap, and a signing rate over ``seconds`` per algorithm (0: no rate, no key made)."""
+    return _on_token(config, lambda s: s.probe(seconds))
 
 
 def private_key_attribute(config: TokenConfig, handle: KeyHandle, attribute: str) -> object:

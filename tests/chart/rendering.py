@@ -41,6 +41,19 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "nodeSelector": {"intel.feature.node.kubernetes.io/sgx": "true"},
     },
+    "tpm": {
+        "image": {"repository": "registry.example.com/trusted-issuer-tpm", "tag": "0.1.0"},
+        "hsm": {
+            "backend": "tpm",
+            "tpm": {"nodeName": "node-with-tpm", "device": {"group": 112}},
+            "tokenProfiles": {
+                "default": {"tokenLabel": "mesh", "pinSecret": {"name": "tpm-token-pin", "key": "user-pin"}}
+            },
+        },
+        # The store takes one writer process at a time: one replica, one worker (the chart refuses more).
+        "replicaCount": 1,
+        "operator": {"workers": 1},
+    },
     "pkcs11": {
         "hsm": {
             "backend": "pkcs11",

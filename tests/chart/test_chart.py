@@ -120,6 +120,7 @@ def test_what_each_scenario_renders() -> None:
     assert kinds["softhsm-pvc"] == sorted([*common, "PersistentVolumeClaim"])
     assert kinds["softhsm-emptydir"] == common
     assert kinds["sgx"] == sorted([*common, "PersistentVolumeClaim"])
+    assert kinds["tpm"] == sorted([*common, "PersistentVolumeClaim"])
     assert kinds["pkcs11"] == common
     assert kinds["everything-on"] == sorted(
         [*common, "NetworkPolicy", "PersistentVolumeClaim", "ServiceMonitor"]
@@ -134,11 +135,15 @@ def test_what_each_scenario_renders() -> None:
 def test_pod_is_locked_down(scenario: tuple[str, Rendered]) -> None:
     name, rendered = scenario
     deployment = rendered.deployment()
-    assert deployment["spec"]["replicas"] == 2
-    assert deployment["spec"]["strategy"] == {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
-    }
+    if name == "tpm":  # one replica on the TPM's node: the old pod stops before the new one opens the store
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    else:
+        assert deployment["spec"]["replicas"] == 2
+        assert deployment["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+        }
     pod = rendered.pod()
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
@@ -174,12 +179,12 @@ def test_probes_ask_the_operators_own_probe_server(scenario: tuple[str, Rendered
 
 
 def test_environment_is_what_the_operator_accepts(scenario: tuple[str, Rendered]) -> None:
-    _, rendered = scenario
+    name, rendered = scenario
     variables = rendered.container()["env"]
     env = {e["name"]: e["value"] for e in variables if "value" in e}
     settings = Settings.from_env(env)  # raises ConfigurationError on anything the operator would refuse
     assert settings.profiles_file == Path("/etc/trusted-issuer/profiles.yaml")
-    assert settings.workers == 2
+    assert settings.workers == (1 if name == "tpm" else 2)
     assert env["TRUSTED_ISSUER_METRICS_PORT"] == "9402"
     assert settings.metrics_bind_address == "0.0.0.0"  # noqa: S104  # a scraper in another pod needs it
     # Where the operator reads TrustedClusterIssuers' Secrets is where rbac.secretAccess grants it.
@@ -239,6 +244,7 @@ def test_profiles_file_is_accepted_by_the_operator_and_names_only_pin_files(
         "softhsm-emptydir": "/usr/lib/softhsm/libsofthsm2.so",
         "everything-on": "/usr/lib/softhsm/libsofthsm2.so",
         "sgx": "/usr/local/lib/libp11sgx.so",
+        "tpm": "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so",
         "pkcs11": "/opt/pkcs11/lib/libvendor-pkcs11.so",
     }
     assert {p.token.module for p in profiles.values()} == {expected_modules[name]}
@@ -305,7 +311,7 @@ def _pin_keys(node: Any, path: str) -> list[str]:
             {"hsm": {"backend": "sgx", "tokenProfiles": {"default": {"tokenLabel": "x"}}}},
             "pinSecret.name: name the existing Secret",
         ),
-        ({"hsm": {"backend": "cloudhsm"}}, "hsm.backend must be softhsm, sgx or pkcs11"),
+        ({"hsm": {"backend": "cloudhsm"}}, "hsm.backend must be softhsm, sgx, tpm or pkcs11"),
         ({"hsm": {"tokenStorage": {"type": "hostPath"}}}, "hsm.tokenStorage.type must be pvc or emptyDir"),
         ({"hsm": {"tokenProfiles": {"Bad_Name": {}}}}, "is not a DNS label"),
         ({"hsm": {"tokenProfiles": {"default": None}}}, "configure at least one token profile"),

@@ -24,6 +24,7 @@ import yaml
 from trusted_issuer_sandbox import CERTIFICATE_REQUEST_CRD, Sandbox, SandboxThread
 
 from issuer.tokens import TokenConfig
+from tests.conftest import TokenAbilities
 from tests.operator.kube import Kube
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +133,9 @@ class Cluster:
 
 
 @pytest.fixture(scope="package")
-def cluster(token_config: TokenConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    token_config: TokenConfig, token_can: TokenAbilities, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("operator")
     wrong_pin = workdir / "wrong.pin"
     wrong_pin.write_text("not-the-pin-4711\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -159,11 +160,14 @@ def issuer_body(
     name: str,
     *,
     profile: str = "dev",
-    algorithm: str = "ecdsa-p256",
+    algorithm: str | None = None,
     namespace: str | None = None,
     policy: dict[str, Any] | None = None,
     deletion_policy: str = "Retain",
 ) -> dict[str, Any]:
+    """An issuer's body; its key algorithm defaults to the session token's (tests/conftest.py sets
+    TRUSTED_ISSUER_TEST_ALGORITHM: ecdsa-p256 where the token can, else the first it can do)."""
+    algorithm = algorithm or os.environ.get("TRUSTED_ISSUER_TEST_ALGORITHM", "ecdsa-p256")
     meta: dict[str, Any] = {"name": name}
     if namespace:
         meta["namespace"] = namespace

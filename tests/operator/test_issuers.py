@@ -8,6 +8,7 @@ from typing import Any
 
 from issuer.signer.keys import Algorithm, KeyHandle
 from issuer.signer.pool import SignerPool
+from tests.conftest import TokenAbilities
 from tests.operator.conftest import Cluster
 from tests.operator.kube import ISSUER_PATH, ApiFailure, condition, issuer_body
 
@@ -54,11 +55,12 @@ def test_adopting_a_key_outside_the_issuers_scope_is_refused(cluster: Cluster, p
     assert "keyHandle" not in refused["status"]
 
 
-def test_adopting_a_key_in_scope_works(cluster: Cluster, pool: SignerPool) -> None:
+def test_adopting_a_key_in_scope_works(cluster: Cluster, pool: SignerPool, token_can: TokenAbilities) -> None:
     kube, namespace = cluster.kube, _ns(cluster, "adopt")
     label = f"ti:ns/{namespace}/imported"
-    handle = pool.generate_key.blocking(cluster.token, Algorithm.ECDSA_P384, label)
-    body = issuer_body("adopter", namespace=namespace, algorithm="ecdsa-p384")
+    algorithm = Algorithm.ECDSA_P384 if token_can(Algorithm.ECDSA_P384) else token_can.default
+    handle = pool.generate_key.blocking(cluster.token, algorithm, label)
+    body = issuer_body("adopter", namespace=namespace, algorithm=algorithm.value)
     body["spec"]["key"]["adopt"] = {"keyLabel": label}
     kube.create(ISSUER_PATH.format(ns=namespace), body)
     ready = _ready(cluster, f"{ISSUER_PATH.format(ns=namespace)}/adopter")

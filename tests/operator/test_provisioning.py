@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from issuer.controller.kubeapi import Credentials, KubeClient, NotFound
 from issuer.errors import IssuerError
 from issuer.signer.keys import KeyHandle, public_key_fingerprint
 from issuer.signer.pool import SignerPool
+from tests.conftest import TokenAbilities
 from tests.csrs import make_csr
 from tests.operator.conftest import Cluster, wait_until
 from tests.operator.kube import (
@@ -191,7 +193,8 @@ def intermediate_issuer(name: str, namespace: str, secret: str, **ca: Any) -> di
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "tokenProfile": "dev",
-            "key": {"algorithm": "ecdsa-p256"},
+            # The session token's algorithm: P-256, or RSA-2048 on opencryptoki (no EC).
+            "key": {"algorithm": os.environ.get("TRUSTED_ISSUER_TEST_ALGORITHM", "ecdsa-p256")},
             "ca": {
                 "intermediate": {"subject": f"CN={name} intermediate,O=tests", "secretName": secret, **ca}
             },
@@ -234,6 +237,13 @@ def awaiting_import(cluster: Cluster, path: str) -> dict[str, Any]:
 # -- wrapped import -------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def importing(token_can: TokenAbilities) -> None:
+    """Imports need a token that unwraps (a TPM through tpm2-pkcs11 does not) and keeps the key
+    protected (opencryptoki does not): elsewhere these skip, naming why."""
+    token_can.require_import()
+
+
 @pytest.mark.parametrize(
     ("algorithm", "cluster_scoped", "under_root"),
     [
@@ -243,7 +253,12 @@ def awaiting_import(cluster: Cluster, path: str) -> dict[str, Any]:
     ],
 )
 def test_import_a_ca_key_end_to_end(
-    cluster: Cluster, pool: SignerPool, algorithm: str, cluster_scoped: bool, under_root: bool
+    importing: None,
+    cluster: Cluster,
+    pool: SignerPool,
+    algorithm: str,
+    cluster_scoped: bool,
+    under_root: bool,
 ) -> None:
     kube = cluster.kube
     requester_ns = _ns(cluster, "imp")
@@ -335,7 +350,9 @@ def _other_wrapping_blob(key: Key, workdir: Path) -> bytes:
         "corrupt-blob",
     ],
 )
-def test_import_errors_are_named_and_recoverable(cluster: Cluster, pool: SignerPool, case: str) -> None:
+def test_import_errors_are_named_and_recoverable(
+    importing: None, cluster: Cluster, pool: SignerPool, case: str
+) -> None:
     kube = cluster.kube
     namespace = _ns(cluster, "imperr")
     path = f"{ISSUER_PATH.format(ns=namespace)}/ca"
@@ -536,7 +553,7 @@ def test_intermediate_errors_are_named(cluster: Cluster, case: str) -> None:
     assert cluster.operator.process is not None and cluster.operator.process.poll() is None
 
 
-def test_waiting_for_an_administrator_is_quiet(cluster: Cluster) -> None:
+def test_waiting_for_an_administrator_is_quiet(importing: None, cluster: Cluster) -> None:
     # The issuer re-checks every second here (TRUSTED_ISSUER_PROVISIONING_RECHECK_INTERVAL); waiting is
     # its normal state, said once in status, not a warning or error (which kopf posts as Events) at
     # every look. Every message about this issuer names its namespace, so the shared log can be read.
@@ -561,7 +578,7 @@ def test_waiting_for_an_administrator_is_quiet(cluster: Cluster) -> None:
 
 
 def test_a_vanished_wrapping_key_is_replaced_and_old_blobs_are_refused(
-    cluster: Cluster, pool: SignerPool
+    importing: None, cluster: Cluster, pool: SignerPool
 ) -> None:
     kube = cluster.kube
     namespace = _ns(cluster, "rewrap")

@@ -13,8 +13,10 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import padding as block_padding
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 
 from issuer import attestation
@@ -242,7 +244,7 @@ def test_blob_for_another_wrapping_key_is_named() -> None:
             ("RSA-OAEP-SHA1+AES-KWP-256",),
         )
     assert refused.value.reason == "WrapParameterNotSupported"
-    assert "--oaep-hash sha1" in refused.value.message
+    assert "--oaep-hash sha1 --key-wrap aes-kwp" in refused.value.message
 
 
 # -- attestation -------------------------------------------------------------------------------------
@@ -346,3 +348,80 @@ def test_cli_wraps_only_for_a_fingerprint_from_a_second_channel(
     right = public_key_fingerprint(wrapping_private().public_key()).upper()
     assert main([*flags[:8], "--expect-sha256", right]) == 0
     assert key_wrapping.parse_wrapped_key(out.read_bytes()).wrapping_key_sha256 == right.lower()
+
+
+# -- AES-CBC-PAD, for tokens without AES key wrap (opencryptoki) ----------------------------------------
+
+
+def _open_cbc_in_software(blob: bytes) -> bytes:
+    """What a token does with an AES-CBC-PAD envelope, done here with the wrapping private key."""
+    data = json.loads(blob)
+    digest = key_wrapping.oaep_hash(data["oaepHash"])
+    aes = wrapping_private().decrypt(
+        base64.b64decode(data["wrappedAESKey"]),
+        padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None),
+    )
+    decryptor = Cipher(algorithms.AES(aes), modes.CBC(base64.b64decode(data["iv"]))).decryptor()
+    padded = decryptor.update(base64.b64decode(data["wrappedKey"])) + decryptor.finalize()
+    unpadder = block_padding.PKCS7(128).unpadder()
+    return unpadder.update(padded) + unpadder.finalize()
+
+
+@pytest.mark.parametrize("kind", ["rsa-2048", "ecdsa-p256"])
+def test_cbc_pad_round_trip_names_its_construction(kind: str) -> None:
+    key = ca_key(kind)
+    blob = key_wrapping.wrap_private_key(
+        wrapping_private().public_key(), key, hash_name="sha256", key_wrap="aes-cbc-pad"
+    )
+    assert _open_cbc_in_software(blob) == _der(key)
+    parsed = key_wrapping.parse_wrapped_key(blob)
+    assert parsed.parameter == "RSA-OAEP-SHA256+AES-CBC-PAD-256"
+    assert parsed.key_wrap_mechanism == "AES_CBC_PAD" and len(parsed.iv) == 16
+    assert b"PRIVATE KEY" not in blob and _der(key) not in blob
+
+
+def test_an_envelope_without_key_wrap_is_aes_kwp() -> None:
+    # Envelopes written before AES-CBC-PAD existed name no key wrap: they are AES-KWP.
+    data = json.loads(_envelope())
+    del data["keyWrap"]
+    parsed = key_wrapping.parse_wrapped_key(json.dumps(data).encode())
+    assert parsed.key_wrap == "aes-kwp" and parsed.key_wrap_mechanism == "AES_KEY_WRAP_PAD"
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        pytest.param({"keyWrap": "des3-cbc"}, "unknown key wrap 'des3-cbc'", id="unknown-key-wrap"),
+        pytest.param({"iv": None}, "needs a 16-byte iv", id="no-iv"),
+        pytest.param({"iv": "AAAA"}, "needs a 16-byte iv", id="short-iv"),
+        pytest.param({"iv": "not base64!"}, "iv that is not base64", id="iv-not-base64"),
+        pytest.param({"wrappedKey": "AAAAAAAAAAA="}, "16-byte blocks", id="cbc-truncated"),
+    ],
+)
+def test_cbc_pad_envelope_defects_are_named(change: dict[str, object], fragment: str) -> None:
+    data = json.loads(
+        key_wrapping.wrap_private_key(
+            wrapping_private().public_key(), ca_key("rsa-2048"), key_wrap="aes-cbc-pad"
+        )
+    )
+    for name, value in change.items():
+        if value is None:
+            del data[name]
+        else:
+            data[name] = value
+    with pytest.raises(IssuerError) as caught:
+        key_wrapping.parse_wrapped_key(json.dumps(data).encode())
+    assert caught.value.reason == "WrappedKeyInvalid"
+    assert fragment in caught.value.message
+
+
+def test_a_refused_construction_names_the_flags_of_one_the_token_takes() -> None:
+    parsed = key_wrapping.parse_wrapped_key(_envelope())  # sha1 + AES-KWP
+    with pytest.raises(IssuerError) as refused:
+        key_wrapping.check_wrapped_for(
+            parsed,
+            public_key_fingerprint(wrapping_private().public_key()),
+            ("RSA-OAEP-SHA256+AES-CBC-PAD-256", "RSA-OAEP-SHA1+AES-CBC-PAD-256"),
+        )
+    assert refused.value.reason == "WrapParameterNotSupported"
+    assert "--oaep-hash sha256 --key-wrap aes-cbc-pad" in refused.value.message

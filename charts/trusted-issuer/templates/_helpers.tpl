@@ -54,8 +54,8 @@ app.kubernetes.io/part-of: trusted-issuer
 {{/* The HSM backend, checked. */}}
 {{- define "trusted-issuer.backend" -}}
 {{- $backend := .Values.hsm.backend }}
-{{- if not (has $backend (list "softhsm" "sgx" "pkcs11")) }}
-{{- fail (printf "hsm.backend must be softhsm, sgx or pkcs11, not %q" $backend) }}
+{{- if not (has $backend (list "softhsm" "sgx" "tpm" "pkcs11")) }}
+{{- fail (printf "hsm.backend must be softhsm, sgx, tpm or pkcs11, not %q" $backend) }}
 {{- end }}
 {{- $backend }}
 {{- end }}
@@ -67,6 +67,8 @@ app.kubernetes.io/part-of: trusted-issuer
 {{- required "hsm.softhsm.module is required" .Values.hsm.softhsm.module }}
 {{- else if eq $backend "sgx" }}
 {{- required "hsm.sgx.module is required (the path of libp11sgx.so)" .Values.hsm.sgx.module }}
+{{- else if eq $backend "tpm" }}
+{{- required "hsm.tpm.module is required (the path of libtpm2_pkcs11.so)" .Values.hsm.tpm.module }}
 {{- else }}
 {{- required "hsm.pkcs11.module is required with hsm.backend=pkcs11 (the path of your PKCS#11 module)" .Values.hsm.pkcs11.module }}
 {{- end }}
@@ -74,13 +76,16 @@ app.kubernetes.io/part-of: trusted-issuer
 
 {{/* Whether the backend keeps token files on hsm.tokenStorage. */}}
 {{- define "trusted-issuer.usesTokenStorage" -}}
-{{- if has (include "trusted-issuer.backend" .) (list "softhsm" "sgx") }}true{{ end }}
+{{- if has (include "trusted-issuer.backend" .) (list "softhsm" "sgx" "tpm") }}true{{ end }}
 {{- end }}
 
 {{/* Where the token files are mounted in the pod. */}}
 {{- define "trusted-issuer.tokenDir" -}}
-{{- if eq (include "trusted-issuer.backend" .) "sgx" }}
+{{- $backend := include "trusted-issuer.backend" . }}
+{{- if eq $backend "sgx" }}
 {{- required "hsm.sgx.tokenDir is required" .Values.hsm.sgx.tokenDir }}
+{{- else if eq $backend "tpm" }}
+{{- required "hsm.tpm.storeDir is required" .Values.hsm.tpm.storeDir }}
 {{- else }}
 {{- print "/var/lib/trusted-issuer/softhsm" }}
 {{- end }}
@@ -157,4 +162,44 @@ value fails the render with a message instead of failing the operator at start-u
 {{/* Where TrustedClusterIssuers' Secrets live (TRUSTED_ISSUER_CLUSTER_RESOURCE_NAMESPACE). */}}
 {{- define "trusted-issuer.clusterResourceNamespace" -}}
 {{- default .Release.Namespace .Values.operator.clusterResourceNamespace }}
+{{- end }}
+
+{{/*
+The tpm backend's placement and device access, checked: a JSON object {nodeSelector, resource,
+privileged, group}. Keys made by tpm2-pkcs11 are wrapped by this node's TPM and kept in a SQLite store
+that one process writes at a time, so every setting that would move the pod, run a second process on
+the store, or leave the device unopenable fails the render here, with the reason.
+*/}}
+{{- define "trusted-issuer.tpm" -}}
+{{- $tpm := .Values.hsm.tpm }}
+{{- $selector := deepCopy (default dict .Values.nodeSelector) }}
+{{- $pinned := get $selector "kubernetes.io/hostname" }}
+{{- if and $tpm.nodeName $pinned (ne (toString $pinned) $tpm.nodeName) }}
+{{- fail (printf "hsm.tpm.nodeName %q and nodeSelector kubernetes.io/hostname %q disagree: the pod must run on the node whose TPM holds the keys" $tpm.nodeName (toString $pinned)) }}
+{{- end }}
+{{- if not (or $tpm.nodeName $pinned) }}
+{{- fail "hsm.backend=tpm needs hsm.tpm.nodeName (or nodeSelector kubernetes.io/hostname): keys are bound to one node's TPM, so the pod must always run on that node" }}
+{{- end }}
+{{- $_ := set $selector "kubernetes.io/hostname" (default (toString $pinned) $tpm.nodeName) }}
+{{- if ne (int .Values.replicaCount) 1 }}
+{{- fail "hsm.backend=tpm needs replicaCount=1: tpm2-pkcs11's SQLite store takes one writer process at a time (a second replica creating keys fails with 'database is locked'), and a standby on the same node would not survive the node's loss anyway" }}
+{{- end }}
+{{- if kindIs "invalid" $tpm.device.group }}
+{{- fail "hsm.tpm.device.group is required: the gid owning the device on the node (stat -c %g /dev/tpmrm0; the tss group where tpm-udev is installed), added to the pod's supplementalGroups so the non-root operator may open it" }}
+{{- end }}
+{{- $access := $tpm.device.access }}
+{{- $resource := "" }}
+{{- if eq $access "devicePlugin" }}
+{{- $resource = required "hsm.tpm.device.resource is required with access=devicePlugin (the extended resource of a device plugin handing out /dev/tpmrm0, e.g. githedgehog.com/tpmrm)" $tpm.device.resource }}
+{{- if $tpm.device.privileged }}
+{{- fail "hsm.tpm.device.privileged is for access=hostPath only: a device plugin opens the device cgroup for the device it hands out" }}
+{{- end }}
+{{- else if eq $access "hostPath" }}
+{{- if not $tpm.device.privileged }}
+{{- fail "hsm.tpm.device.access=hostPath needs hsm.tpm.device.privileged=true: the container runtime's device cgroup refuses open() of a device bind-mounted into an unprivileged container (kubernetes/kubernetes#79090); prefer access=devicePlugin, which needs no privilege" }}
+{{- end }}
+{{- else }}
+{{- fail (printf "hsm.tpm.device.access must be devicePlugin or hostPath, not %q" (toString $access)) }}
+{{- end }}
+{{- toJson (dict "nodeSelector" $selector "resource" $resource "privileged" (eq $access "hostPath") "group" (int64 $tpm.device.group)) }}
 {{- end }}
