@@ -1038,14 +1038,6 @@ class TokenSession:
         return KeyReport(handle, *flags)
 
 
-_FUNCTIONS = {
-    "sign": pkcs11.MechanismFlag.SIGN,
-    "verify": pkcs11.MechanismFlag.VERIFY,
-    "generate_key_pair": pkcs11.MechanismFlag.GENERATE_KEY_PAIR,
-    "wrap": pkcs11.MechanismFlag.WRAP,
-    "unwrap": pkcs11.MechanismFlag.UNWRAP,
-    "digest": pkcs11.MechanismFlag.DIGEST,
-}
 #: DER DigestInfo headers (RFC 8017, 9.2 note 1): what CKM_RSA_PKCS signs ahead of the digest.
 _DIGEST_INFO_PREFIX = {
     "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
@@ -1087,8 +1079,9 @@ def _traits(module: str, lib: Any, token: Any, token_name: str) -> TokenTraits:
             except p11err.MechanismInvalid:
                 continue  # listed but not described: not usable
             name = mechanism.name.lstrip("_") if hasattr(mechanism, "name") else str(mechanism)
-            functions = frozenset(n for n, flag in _FUNCTIONS.items() if int(info.flags) & int(flag))
-            mechanisms[name] = MechanismInfo(int(info.min_key_length), int(info.max_key_length), functions)
+            mechanisms[name] = MechanismInfo.read(
+                int(info.min_key_length), int(info.max_key_length), int(info.flags)
+            )
     version = getattr(lib, "cryptoki_version", (2, 40))
     traits = TokenTraits(
         module_manufacturer=_text(getattr(lib, "manufacturer_id", "")),

@@ -50,6 +50,16 @@ def check_private_key_protection(
 
 # -- mechanisms ---------------------------------------------------------------------------------------
 
+#: The CKF_ flags of a CK_MECHANISM_INFO we act on (PKCS#11 2.40, section 5.10).
+_FLAGS = {
+    "sign": 0x800,
+    "verify": 0x2000,
+    "generate_key_pair": 0x10000,
+    "wrap": 0x20000,
+    "unwrap": 0x40000,
+    "digest": 0x400,
+}
+
 
 @dataclass(frozen=True)
 class MechanismInfo:
@@ -59,6 +69,16 @@ class MechanismInfo:
     min_key_size: int
     max_key_size: int
     functions: frozenset[str]
+
+    @classmethod
+    def read(cls, min_key_size: int, max_key_size: int, flags: int) -> MechanismInfo:
+        """From C_GetMechanismInfo's answer. Every CKF_ flag of the standard fits in 32 bits; SoftHSM2
+        2.6.1 sets only some bits of an AES or DES3 mechanism's flags in the caller's unzeroed struct,
+        so the rest is stack garbage (measured: 0x7ffd2ab6e0e8, "unwrap" set one run and not the
+        next). Flags beyond 32 bits are taken as unknown: the mechanism is listed for nothing."""
+        if not 0 <= flags <= 0xFFFFFFFF:
+            return cls(min_key_size, max_key_size, frozenset())
+        return cls(min_key_size, max_key_size, frozenset(n for n, bit in _FLAGS.items() if flags & bit))
 
 
 _GENERATION = {"ec": "EC_KEY_PAIR_GEN", "rsa": "RSA_PKCS_KEY_PAIR_GEN", "ed25519": "EC_EDWARDS_KEY_PAIR_GEN"}

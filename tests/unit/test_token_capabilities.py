@@ -299,3 +299,11 @@ def test_key_wraps_best_first() -> None:
     assert _traits(both).key_wraps() == ("AES_KEY_WRAP_PAD", "AES_CBC_PAD")
     assert _traits({"AES_CBC_PAD": _info(16, 32, "unwrap")}).key_wraps() == ("AES_CBC_PAD",)
     assert _traits({"AES_CBC_PAD": _info(16, 32, "encrypt")}).key_wraps() == ()
+
+
+def test_mechanism_flags_beyond_32_bits_are_garbage_not_functions() -> None:
+    # SoftHSM2 2.6.1's CKM_AES_CBC_PAD as read here on two runs: its flags are an unzeroed struct's.
+    assert MechanismInfo.read(16, 32, 140726795996136).functions == frozenset()
+    assert MechanismInfo.read(16, 32, 94467573122032).functions == frozenset()
+    assert MechanismInfo.read(16, 32, 0x60000).functions == {"wrap", "unwrap"}
+    assert MechanismInfo.read(256, 521, 0x1800 | 0x2000).functions == {"sign", "verify"}
