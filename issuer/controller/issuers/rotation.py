@@ -281,11 +281,15 @@ async def self_signed(
             distribution = distribution_time(rotation.overlap, max_duration, signing_not_after, now)
             next_record = next_key_record(fresh, plan.prepare, now, ceil_second(now + distribution))
             upcoming = fresh
+            held = rotation.hold == Phase.DISTRIBUTING.value
             phases.report = PhaseReport(
                 plan.prepare,
                 Phase.DISTRIBUTING,
-                _distribution_wait(distribution, rotation, max_duration, signing_not_after),
-                parse_time(str(next_record["signFrom"])),
+                "held by spec.key.rotation.hold"
+                if held
+                else _distribution_wait(distribution, rotation, max_duration, signing_not_after),
+                None if held else parse_time(str(next_record["signFrom"])),
+                held=held,
                 distribution=distribution,
             )
             log.info(

@@ -120,18 +120,17 @@ class PhaseReport:
     distribution: timedelta | None = None
 
     def to_status(self, since: str | None) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        """Every field, absent ones as None: status is written as a merge patch, which keeps a key it
+        is not told to remove."""
+        return {
             "generation": self.generation,
             "phase": self.phase.value,
             "since": since,
             "waitingFor": self.waiting_for,
             "held": self.held,
+            "advancesAt": rfc3339(self.advances_at) if self.advances_at is not None else None,
+            "distribution": format_duration(self.distribution) if self.distribution is not None else None,
         }
-        if self.advances_at is not None:
-            out["advancesAt"] = rfc3339(self.advances_at)
-        if self.distribution is not None:
-            out["distribution"] = format_duration(self.distribution)
-        return out
 
 
 def describe_lifetime(max_duration: timedelta | None, ca_not_after: datetime) -> str:
