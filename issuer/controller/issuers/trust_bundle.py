@@ -221,10 +221,23 @@ async def publish(client: KubeClient, place: BundlePlace, before: Held, pem: str
         )
     try:
         await _write_config_map(client, place, before, pem)
-        bundle_note = await _write_cluster_trust_bundle(client, place, pem)
+    except NotFound:
+        return Publication(
+            False,
+            REASON_PUBLISH_FAILED,
+            f"{place.where}: not found (namespace {place.namespace} missing, or the ConfigMap deleted "
+            "meanwhile); a missing namespace must be created (a TrustedClusterIssuer's: "
+            f"{api.ENV_PREFIX}TRUST_BUNDLE_NAMESPACE, chart operator.trustBundleNamespace)",
+            before.pem,
+        )
     except (RetryableError, Conflict) as err:
         text = err.message if isinstance(err, RetryableError) else f"conflict writing {err}"
         return Publication(False, REASON_PUBLISH_FAILED, f"{place.where}: {text}", before.pem)
+    try:
+        bundle_note = await _write_cluster_trust_bundle(client, place, pem)
+    except (RetryableError, Conflict, NotFound) as err:
+        text = err.message if isinstance(err, RetryableError) else f"{type(err).__name__} {err}"
+        bundle_note = f"ClusterTrustBundle {place.cluster_trust_bundle} not written: {text}"
     count = len(pem_blocks(pem))
     return Publication(
         True,
