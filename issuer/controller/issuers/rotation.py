@@ -321,7 +321,7 @@ async def self_signed(
         result.extend(with_use(e, USE_PREVIOUS) for e in older[:1])
 
     # Retired keys: their CA stays trusted until nothing they signed can be valid (re-derived here).
-    signing_first = _first_not_before([*entries, signing_entry], handle.public_key_sha256)
+    known = [*entries, signing_entry]
     published_retired = {str((r.get("keyHandle") or {}).get("publicKeySHA256")) for r in status.retired_keys}
     latest = max(retired, key=lambda r: int(r.get("generation", 0)), default=None)
     for record in retired:
@@ -329,8 +329,13 @@ async def self_signed(
         kept = newest_for_key(entries, fingerprint, now)
         is_latest = record is latest and next_record is None
         if kept is not None:
+            successor = _successor_key(record, retired, handle)
             checked = checked_trust_until(
-                record, parse_time, max_duration, _described(kept).not_after, signing_first
+                record,
+                parse_time,
+                max_duration,
+                _described(kept).not_after,
+                _first_not_before(known, successor),
             )
             if checked.drift:
                 log.warning(f"rotation: {checked.drift}")
@@ -387,6 +392,19 @@ async def self_signed(
             f"signing with the new key from {next_record['signFrom']}"
         )
     return Outcome(handle, str(signing_entry["pem"]).encode(), trust.encode(), message, refused)
+
+
+def _successor_key(
+    record: Mapping[str, Any], retired: Sequence[Mapping[str, Any]], signing: KeyHandle
+) -> str:
+    """The public-key fingerprint of the key that signed after ``record``'s: the next retired generation,
+    else the key signing now. Its first CA certificate bounds when ``record``'s key stopped signing."""
+    generation = int(record.get("generation", 0))
+    later = [r for r in retired if int(r.get("generation", 0)) > generation]
+    if not later:
+        return signing.public_key_sha256
+    successor = min(later, key=lambda r: int(r.get("generation", 0)))
+    return str((successor.get("keyHandle") or {}).get("publicKeySHA256"))
 
 
 def _first_not_before(entries: Sequence[Mapping[str, Any]], fingerprint: str) -> datetime | None:
