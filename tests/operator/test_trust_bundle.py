@@ -187,3 +187,76 @@ def test_a_cluster_issuer_publishes_to_the_configured_namespace(cluster: Cluster
     cm = config_map(kube, "trusted-issuer", f"trusted-cluster-issuer-{name}-bundle")
     assert cm["metadata"]["ownerReferences"][0]["uid"] == ready["metadata"]["uid"]
     assert cm["data"]["ca.crt"] == ready["status"]["ca"]
+
+
+def test_a_sigkill_in_each_phase_neither_skips_nor_shortens_it(cluster: Cluster) -> None:
+    """The operator SIGKILLed in Distributing, in Signing and in Retiring (held there so the kill lands
+    in it), each time left down past the phase's deadline: after each restart the rotation goes on from
+    what the API server holds, the new key signs only once its CA is in the ConfigMap, the old CA leaves
+    it only after trustUntil, and the retired key is destroyed only at Done."""
+    kube = cluster.kube
+    namespace = f"kill-{uuid.uuid4().hex[:6]}"
+    kube.namespace(namespace)
+    issuers = ISSUER_PATH.format(ns=namespace)
+    path = f"{issuers}/ca"
+    name = "trusted-issuer-ca-bundle"
+    kube.create(issuers, issuer_body("ca", namespace=namespace, policy=POLICY, deletion_policy="Retain"))
+    first = kube.wait(path, lambda o: condition(o, "TrustBundlePublished").get("status") == "True")
+    old_ca = signing_ca(first["status"])
+    statuses: list[tuple[float, dict[str, Any]]] = []
+    bundles: list[tuple[float, list[x509.Certificate]]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            now = time.time()
+            statuses.append((now, kube.get(path).get("status") or {}))
+            bundles.append((now, bundle_certs(config_map(kube, namespace, name))))
+            time.sleep(0.2)
+
+    def phase_is(wanted: str) -> Any:
+        return lambda o: (o["status"].get("rotation") or {}).get("phase") == wanted
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        rotation = {"generation": 1, "overlap": "0s", "hold": "Retiring", "retiredKeyPolicy": "Destroy"}
+        patch_spec(kube, path, {"key": {"rotation": rotation}})
+        for phase in ("Distributing", "Signing"):
+            kube.wait(path, phase_is(phase), timeout=LIFETIME * 6)
+            cluster.operator.kill()
+            time.sleep(LIFETIME + 2)  # down past the phase's deadline
+            assert (kube.get(path)["status"].get("rotation") or {}).get("phase") == phase
+            cluster.operator.start()
+        held = kube.wait(path, phase_is("Retiring"), timeout=LIFETIME * 6)
+        assert held["status"]["rotation"]["held"] is True
+        cluster.operator.kill()
+        cluster.operator.start()
+        time.sleep(4)
+        assert (kube.get(path)["status"].get("rotation") or {}).get("phase") == "Retiring"
+        assert not kube.get(path)["status"]["retiredKeys"][0].get("destroyedAt")
+        patch_spec(kube, path, {"key": {"rotation": {"hold": None}}})
+        done = kube.wait(path, phase_is("Done"), timeout=60)
+        done = kube.wait(path, lambda o: bool(o["status"]["retiredKeys"][0].get("destroyedAt")), timeout=30)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+        process = cluster.operator.process
+        if process is None or process.poll() is not None:
+            cluster.operator.start()  # the package's operator serves the tests after this one
+    statuses.append((time.time(), done["status"]))
+
+    new_ca = signing_ca(done["status"])
+    new_key = done["status"]["keyHandle"]
+    seen: list[str] = []
+    for _, status in statuses:
+        phase = (status.get("rotation") or {}).get("phase")
+        if phase and (not seen or seen[-1] != phase):
+            seen.append(phase)
+    assert seen == ["Distributing", "Signing", "Retiring", "Done"], seen
+    first_signing_new = min(t for t, s in statuses if s.get("keyHandle") == new_key)
+    assert min(t for t, b in bundles if new_ca in b) < first_signing_new
+    retired = done["status"]["retiredKeys"][0]
+    trust_until = parse_rfc3339(retired["trustUntil"]).timestamp()
+    assert min(t for t, b in bundles if old_ca not in b) >= trust_until - 1
+    assert bundle_certs(config_map(kube, namespace, name)) == [new_ca]
