@@ -12,12 +12,13 @@ namespace, with ``trustedissuers/status`` patch on top, attacks the places its i
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from tests.cluster.conftest import Live
 from tests.cluster.test_requests import ready_issuer
 from tests.cluster.test_tenants import _forbidden, _tenant
-from tests.operator.kube import ISSUER_PATH, condition, issuer_body
+from tests.operator.kube import ISSUER_PATH, ApiFailure, condition, issuer_body
 
 CTB = "/apis/certificates.k8s.io/v1/clustertrustbundles"
 
@@ -75,3 +76,26 @@ def test_a_tenant_cannot_forge_redirect_or_overwrite_the_trust_bundle(live: Live
     # And the operator's own ClusterTrustBundle for the tenant's signer holds exactly its bundle.
     ours = live.kube.get(f"{CTB}/{signer.replace('/', ':')}:bundle")
     assert ours["spec"]["trustBundle"] == published["status"]["ca"]
+
+
+def test_the_bundle_config_map_goes_with_its_issuer(live: Live) -> None:
+    """The owner reference is real: the kube-controller-manager's garbage collector deletes a deleted
+    issuer's ConfigMap; a TrustedIssuer's ClusterTrustBundle (which a namespaced owner cannot own) stays,
+    as docs/operations.md says."""
+    namespace = f"tb-gc-{uuid.uuid4().hex[:6]}"
+    ready_issuer(live.kube, namespace, "ca")
+    cm = f"/api/v1/namespaces/{namespace}/configmaps/trusted-issuer-ca-bundle"
+    live.kube.wait(cm, lambda o: bool(o.get("data")))
+    live.kube.delete(f"{ISSUER_PATH.format(ns=namespace)}/ca")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            live.kube.get(cm)
+        except ApiFailure as err:
+            assert err.status == 404
+            break
+        assert time.monotonic() < deadline, "the garbage collector left the ConfigMap"
+        time.sleep(0.5)
+    bundle = live.kube.get(f"{CTB}/trustedissuers.trusted-issuer.dev:{namespace}.ca:bundle")
+    assert bundle["metadata"]["annotations"]["trusted-issuer.dev/issuer-uid"]
+    live.kube.delete(f"{CTB}/trustedissuers.trusted-issuer.dev:{namespace}.ca:bundle")
