@@ -204,6 +204,10 @@ def test_self_signed_ca_is_renewed_with_the_same_key_and_both_are_trusted(cluste
     assert _by_use(renewed, "Previous") == [original]
     trusted = x509.load_pem_x509_certificates(renewed["ca"].encode())
     assert original in trusted and current in trusted
+    # Same subject, same key: a leaf signed after the renewal verifies under the old root alone, which is
+    # why a renewal needs no distribution phase (docs/operations.md), only the renewBefore window.
+    after = _issue(cluster, namespace)
+    openssl_verify(pem(after["status"]["certificate"]), original.public_bytes(serialization.Encoding.PEM))
 
     issued = _issue(cluster, namespace)
     leaf = x509.load_pem_x509_certificate(pem(issued["status"]["certificate"]))
