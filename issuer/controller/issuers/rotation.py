@@ -361,7 +361,7 @@ async def self_signed(
                 if held
                 else "the trust bundle without the old CA to be published"
             )
-            phases.report = PhaseReport(generation, Phase.RETIRING, f"{why}", now, held=held)
+            phases.report = PhaseReport(generation, Phase.RETIRING, why, None if held else now, held=held)
         elif is_latest:
             phases.report = PhaseReport(generation, Phase.DONE, "nothing: the rotation is complete")
         # Destroy retired keys only when asked, only those whose retirement was already published, and
