@@ -16,7 +16,7 @@ from cryptography import x509
 
 from issuer.clock import parse_rfc3339
 from issuer.durations import parse_duration
-from tests.operator.conftest import Cluster
+from tests.operator.conftest import Cluster, wait_until
 from tests.operator.kube import CLUSTER_ISSUER_PATH, ISSUER_PATH, condition, issuer_body
 
 #: Workload certificates live at most this long: distribution lasts that long at least, and the old CA
@@ -116,6 +116,15 @@ def test_the_bundle_grows_before_the_new_key_signs_and_shrinks_after_the_last_ol
         if phase and (not seen or seen[-1] != phase):
             seen.append(phase)
     assert seen == ["Distributing", "Signing", "Retiring", "Done"], seen
+
+    # Each phase entered is an Event on the issuer (reason RotationPhase), in the same order.
+    def phase_events() -> list[str]:
+        items = kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+        ordered = sorted(items, key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")
+        return [e["message"] for e in ordered if e.get("reason") == "RotationPhase"]
+
+    wait_until(lambda: len(phase_events()) >= 4)
+    assert [m.split("phase ", 1)[1].split(";")[0] for m in phase_events()] == seen, phase_events()
 
     # The new key signed only after its CA had been in the published ConfigMap for a full lifetime.
     first_signing_new = min(t for t, s in statuses if s.get("keyHandle") == new_key)

@@ -98,6 +98,8 @@ class Ready:
     ca_not_after: datetime | None = None
     #: A rotation asked for and refused (reason, message); the issuer keeps signing.
     rotation_refused: tuple[str, str] | None = None
+    #: A rotation phase entered (the message of a Normal Event, reason RotationPhase).
+    phase_event: str | None = None
     #: Where the trust bundle goes, and the ConfigMap as it was before this reconciliation.
     bundle_place: trust_bundle.BundlePlace | None = None
     bundle_before: trust_bundle.Held | None = None
@@ -181,7 +183,14 @@ async def _reconciled(
 async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outcome: Outcome) -> Ready:
     signing = IssuerKey(token, outcome.handle, outcome.ca_pem, spec.policy, spec.rsa_pss)
     ca_not_after = await runtime.pool.check(signing)
-    return Ready(signing, outcome.trust_pem, outcome.note, ca_not_after, outcome.rotation_refused)
+    return Ready(
+        signing,
+        outcome.trust_pem,
+        outcome.note,
+        ca_not_after,
+        outcome.rotation_refused,
+        phase_event=outcome.phase_event,
+    )
 
 
 async def _reconcile_and_report(
@@ -271,6 +280,10 @@ async def _report(
             api.CONDITION_ROTATION_REFUSED, False, "RotationAccepted", "no rotation waits", now, generation
         )
     await _publish_bundle(runtime, ready, conditions, writer, now, generation, logger)
+    if ready.phase_event is not None:
+        # The operator posts only Warnings (lifecycle: posting level, which kopf.info obeys too); a phase
+        # change is news for whoever watches the rotation, so it is a Normal Event of its own.
+        kopf.event(body, type="Normal", reason=api.REASON_ROTATION_PHASE, message=ready.phase_event)
     state.ready, state.signing, state.message = True, signing, message
     state.trust_pem = ready.trust_pem
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)

@@ -164,6 +164,8 @@ class Outcome:
     note: str = ""
     #: A rotation asked for and refused (reason, message): reported on the issuer, which keeps signing.
     rotation_refused: tuple[str, str] | None = None
+    #: A rotation phase entered in this reconciliation: the message of its Event (reason RotationPhase).
+    phase_event: str | None = None
 
 
 async def _new_ca(
@@ -384,14 +386,14 @@ async def self_signed(
     patch.signing_key(handle, generation)
     patch.rotation(next_record, retired)
     patch.trust(result, trust)
-    _report_phase(patch, status, phases.report, now, log)
+    phase_event = _report_phase(patch, status, phases.report, now, log)
     message = ""
     if next_record is not None:
         message = (
             f"; rotation to generation {next_record['generation']} published, "
             f"signing with the new key from {next_record['signFrom']}"
         )
-    return Outcome(handle, str(signing_entry["pem"]).encode(), trust.encode(), message, refused)
+    return Outcome(handle, str(signing_entry["pem"]).encode(), trust.encode(), message, refused, phase_event)
 
 
 def _successor_key(
@@ -499,18 +501,22 @@ def _distributing(
 
 def _report_phase(
     patch: StatusPatch, status: IssuerStatus, report: PhaseReport | None, now: datetime, log: Log
-) -> None:
+) -> str | None:
+    """Write ``status.rotation``; the message for an Event when a phase was entered (else None)."""
     before = status.rotation_phase or {}
     if report is None:
         if before and before.get("phase") != Phase.DONE.value:
             patch.rotation_phase(None)
-        return
+        return None
     same = before.get("phase") == report.phase.value and before.get("generation") == report.generation
     since = str(before.get("since")) if same and before.get("since") else rfc3339(now)
-    if not same:
-        log.info(
-            f"rotation: generation {report.generation} phase {report.phase.value}: "
-            f"waits for {report.waiting_for}"
-            + (f"; may advance at {rfc3339(report.advances_at)}" if report.advances_at else "")
-        )
     patch.rotation_phase(report.to_status(since))
+    if same:
+        return None
+    entered = (
+        f"rotation to generation {report.generation}: phase {report.phase.value}; waits for "
+        f"{report.waiting_for}"
+        + (f"; may advance at {rfc3339(report.advances_at)}" if report.advances_at else "")
+    )
+    log.info(entered)
+    return entered
