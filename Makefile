@@ -42,6 +42,10 @@ cluster: dev ## keep a real control plane (etcd, kube-apiserver, controller-mana
 client-bins: ## build (or reuse) cert-manager's own controllers (v1.21.1) from the Go module proxy
 	@scripts/client-bins.sh
 
+.PHONY: trust-manager-bins
+trust-manager-bins: ## build (or reuse) trust-manager (v0.25.0) from the Go module proxy
+	@scripts/trust-manager-bins.sh
+
 .PHONY: demo-cluster
 demo-cluster: dev ## the real thing: control plane + operator + cert-manager's controllers; a Certificate Ready
 	@VENV=$(VENV) scripts/demo-cluster.sh

@@ -37,6 +37,8 @@ REASON_KEY_READY = "KeyReady"
 #: A Warning Event: what the issuer's policy refuses since the stricter defaults (docs/policy.md).
 REASON_POLICY_TIGHTENED = "PolicyTightened"
 REASON_INVALID_SPEC = "InvalidSpec"
+#: A Normal Event: a key rotation entered a phase (Distributing, Signing, Retiring, Done).
+REASON_ROTATION_PHASE = "RotationPhase"
 #: Waiting for an administrator: wrap the CA key for status.wrappingKey and create the import Secret.
 REASON_AWAITING_WRAPPED_KEY = "AwaitingWrappedKey"
 #: Waiting for an administrator: sign status.caCSR and put the certificate and root in the Secret.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,8 @@ from issuer.tokens import PinSource, TokenConfig
 DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN_ENV = f"{ENV_PREFIX}PIN"
 PIN_FILE_ENV = f"{ENV_PREFIX}PIN_FILE"
+#: A namespace name: a DNS label.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class Settings:
     provisioning_recheck_interval: float = 5.0
     #: Where a TrustedClusterIssuer's Secrets live (imports, CA certificates); None: the pod's namespace.
     cluster_resource_namespace: str | None = None
+    #: Where a TrustedClusterIssuer's trust-bundle ConfigMap is written (trust-manager's trust namespace,
+    #: typically); None: the cluster resource namespace. Operator configuration only: a tenant never names it.
+    trust_bundle_namespace: str | None = None
     #: Largest ``spec.request`` (base64 text) accepted; a larger one is Failed, never held or parsed.
     max_request_bytes: int = 64 * 1024
     #: Unfinished request bodies held in memory; beyond it only their keys are, and bodies are re-read.
@@ -116,6 +122,7 @@ class Settings:
                 str(get("PROVISIONING_RECHECK_INTERVAL"))
             ).total_seconds()
         values["cluster_resource_namespace"] = get("CLUSTER_RESOURCE_NAMESPACE")
+        values["trust_bundle_namespace"] = get("TRUST_BUNDLE_NAMESPACE")
         values["issuer_kinds"] = issuer_kinds_from_env(env)
         for name in ("CONCURRENCY", "MAX_REQUEST_BYTES", "MAX_CACHED_REQUESTS", "MAX_QUEUED_REQUESTS"):
             if get(name):
@@ -144,6 +151,12 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}MAX_CACHED_REQUESTS must not be negative")
         if self.max_queued_requests < 1:
             raise ConfigurationError(f"{ENV_PREFIX}MAX_QUEUED_REQUESTS must be at least 1")
+        for name, value in (
+            ("CLUSTER_RESOURCE_NAMESPACE", self.cluster_resource_namespace),
+            ("TRUST_BUNDLE_NAMESPACE", self.trust_bundle_namespace),
+        ):
+            if value is not None and not _NAMESPACE.fullmatch(value):
+                raise ConfigurationError(f"{ENV_PREFIX}{name} must be a namespace name, not {value!r}")
         if self.worker_start_method not in ("spawn", "forkserver"):
             raise ConfigurationError(f"{ENV_PREFIX}WORKER_START_METHOD must be spawn or forkserver")
         if not timedelta(0) < self.retry_period < self.renew_deadline < self.lease_duration:

@@ -24,6 +24,17 @@ def metric_label(ref: IssuerRef) -> str:
     return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
 
 
+def signer_name(ref: IssuerRef) -> str:
+    """The issuer's signer name, as Kubernetes CSRs and ClusterTrustBundles spell it:
+    ``trustedissuers.trusted-issuer.dev/<namespace>.<name>`` or
+    ``trustedclusterissuers.trusted-issuer.dev/<name>`` (a namespace is a DNS label: the first dot ends
+    it)."""
+    kind, namespace, name = ref
+    if kind == api.ISSUER_KIND:
+        return f"{api.ISSUER_PLURAL}.{api.GROUP}/{namespace}.{name}"
+    return f"{api.CLUSTER_ISSUER_PLURAL}.{api.GROUP}/{name}"
+
+
 def describe(ref: IssuerRef) -> str:
     """How logs, Events and messages name an issuer: ``TrustedIssuer ns/name``, ``TrustedClusterIssuer n``."""
     kind, namespace, name = ref

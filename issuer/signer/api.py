@@ -17,6 +17,7 @@ the signer.
 from __future__ import annotations
 
 from issuer.signer.certificates import (
+    BACKDATE,
     CAChain,
     CAInfo,
     PEMBundle,
@@ -42,6 +43,7 @@ from issuer.signer.pool import SignerPool
 from issuer.tokens import PinSource, TokenConfig
 
 __all__ = [
+    "BACKDATE",
     "Algorithm",
     "BoundOperation",
     "CAChain",

@@ -4,9 +4,10 @@ Too narrow: every test here fails on a 403 answered to the operator (conftest's 
 than needed: the API server's audit log records every call of the operator's identity (the chart's
 ServiceAccount) for the whole session; after this test drives each thing the operator does (both issuer
 kinds, an intermediate CA whose Secret it reads, a ``Destroy`` deletion, a CertificateRequest, a
-Kubernetes CSR with its SubjectAccessReview), the (apiGroup, resource[/subresource], verb) of those calls
-must be exactly what the chart grants, but for ``signers``/``sign``, which the API server checks on the
-operator's behalf when it writes a CSR's certificate, and never appears as a call of its own.
+Kubernetes CSR with its SubjectAccessReview, a rotation that updates the trust bundle), the (apiGroup,
+resource[/subresource], verb) of those calls must be exactly what the chart grants, but for
+``signers``/``sign`` and ``signers``/``attest``, which the API server checks on the operator's behalf
+when it writes a CSR's certificate or a ClusterTrustBundle naming our signer, and never appear as calls.
 Named ``zz`` so that, in a full run, the session's other scenarios are in the log too.
 """
 
@@ -95,6 +96,23 @@ def _drive_everything(live: Live) -> None:
     kube.create(path, certificate_request("one", make_csr(dns=["one.example.com"]), issuer="ca"))
     kube.approve(namespace, "one")
     assert condition(kube.wait(f"{path}/one", finished))["reason"] == "Issued"
+    # A rotation: the new CA joins the trust bundle, so the operator updates the ConfigMap and the
+    # ClusterTrustBundle it wrote when the issuer became Ready (attest checked by the API server).
+    issuer_path = f"{ISSUER_PATH.format(ns=namespace)}/ca"
+    kube.call(
+        "PATCH",
+        issuer_path,
+        {"spec": {"key": {"rotation": {"generation": 1, "overlap": "1h"}}}},
+        "application/merge-patch+json",
+    )
+    grown = kube.wait(
+        f"/api/v1/namespaces/{namespace}/configmaps/trusted-issuer-ca-bundle",
+        lambda o: o["data"]["ca.crt"].count("BEGIN CERTIFICATE") == 2,
+    )
+    bundle = kube.get(
+        f"/apis/certificates.k8s.io/v1/clustertrustbundles/trustedissuers.trusted-issuer.dev:{namespace}.ca:bundle"
+    )
+    assert bundle["spec"]["trustBundle"] == grown["data"]["ca.crt"]
     # An intermediate CA: the operator reads (get, never list) the Secret named in its spec, in the one
     # namespace where the chart's values grant it.
     kube.namespace(SECRETS_NAMESPACE)

@@ -12,6 +12,7 @@ Ready issuers are published to the ``IssuerRegistry``, from which the request ha
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import kopf
 from issuer import api, metrics
 from issuer.backoff import backoff
 from issuer.controller import conditions as st
-from issuer.controller.issuers import provisioned_ca, rotation
+from issuer.controller.issuers import provisioned_ca, rotation, trust_bundle
 from issuer.controller.issuers.key_budget import KeyBudget
 from issuer.controller.issuers.key_scope import KeyScope
 from issuer.controller.issuers.rotation import Log as Logger
@@ -97,6 +98,11 @@ class Ready:
     ca_not_after: datetime | None = None
     #: A rotation asked for and refused (reason, message); the issuer keeps signing.
     rotation_refused: tuple[str, str] | None = None
+    #: A rotation phase entered (the message of a Normal Event, reason RotationPhase).
+    phase_event: str | None = None
+    #: Where the trust bundle goes, and the ConfigMap as it was before this reconciliation.
+    bundle_place: trust_bundle.BundlePlace | None = None
+    bundle_before: trust_bundle.Held | None = None
 
 
 async def reconcile(
@@ -118,8 +124,16 @@ async def reconcile(
     budget = KeyBudget(
         runtime, token, profile.name, scope.prefix, profile.key_quota.limit(namespace), scope.issuer
     )
+    settings = runtime.settings
+    place = trust_bundle.BundlePlace.of(
+        kind, meta, settings.trust_bundle_namespace or settings.cluster_resource_namespace
+    )
+    before = await trust_bundle.held(runtime.client, place)
     try:
-        return await _reconciled(runtime, kind, meta, spec, scope, budget, token, status, writer, log)
+        ready = await _reconciled(
+            runtime, kind, meta, spec, scope, budget, token, status, writer, log, before
+        )
+        return dataclasses.replace(ready, bundle_place=place, bundle_before=before)
     finally:
         # Usage is reported whenever a quota applies, counted in the token (never taken from status).
         if budget.limit is not None:
@@ -138,6 +152,7 @@ async def _reconciled(
     status: IssuerStatus,
     writer: StatusPatch,
     log: Logger,
+    bundle: trust_bundle.Held,
 ) -> Ready:
     namespace = meta.get("namespace") if kind == api.ISSUER_KIND else None
 
@@ -160,7 +175,7 @@ async def _reconciled(
 
     handle, generation = await _signing_key(runtime, token, spec, scope, budget, status)
     outcome = await rotation.self_signed(
-        runtime, token, spec, scope, budget, handle, generation, status, writer, log
+        runtime, token, spec, scope, budget, handle, generation, status, writer, log, bundle
     )
     return await _checked(runtime, token, spec, outcome)
 
@@ -168,7 +183,14 @@ async def _reconciled(
 async def _checked(runtime: Runtime, token: TokenConfig, spec: IssuerSpec, outcome: Outcome) -> Ready:
     signing = IssuerKey(token, outcome.handle, outcome.ca_pem, spec.policy, spec.rsa_pss)
     ca_not_after = await runtime.pool.check(signing)
-    return Ready(signing, outcome.trust_pem, outcome.note, ca_not_after, outcome.rotation_refused)
+    return Ready(
+        signing,
+        outcome.trust_pem,
+        outcome.note,
+        ca_not_after,
+        outcome.rotation_refused,
+        phase_event=outcome.phase_event,
+    )
 
 
 async def _reconcile_and_report(
@@ -257,12 +279,47 @@ async def _report(
         writer.condition(
             api.CONDITION_ROTATION_REFUSED, False, "RotationAccepted", "no rotation waits", now, generation
         )
+    await _publish_bundle(runtime, ready, conditions, writer, now, generation, logger)
+    if ready.phase_event is not None:
+        # The operator posts only Warnings (lifecycle: posting level, which kopf.info obeys too); a phase
+        # change is news for whoever watches the rotation, so it is a Normal Event of its own.
+        kopf.event(body, type="Normal", reason=api.REASON_ROTATION_PHASE, message=ready.phase_event)
     state.ready, state.signing, state.message = True, signing, message
     state.trust_pem = ready.trust_pem
     metrics.ISSUER_READY.labels(metric_label(ref)).set(1)
     if ready.ca_not_after is not None:
         metrics.CA_NOT_AFTER.labels(metric_label(ref)).set(ready.ca_not_after.timestamp())
     runtime.requests.wake(runtime.issuers.woken(ref))
+
+
+async def _publish_bundle(
+    runtime: Runtime,
+    ready: Ready,
+    conditions: Any,
+    writer: StatusPatch,
+    now: datetime,
+    generation: int,
+    logger: kopf.Logger,
+) -> None:
+    """Publish the trust bundle (``trust_bundle``) and report it in condition ``TrustBundlePublished``;
+    a refusal (a ConfigMap that is not ours) is a Warning Event once, never a failure of the issuer."""
+    place, before = ready.bundle_place, ready.bundle_before
+    if place is None or before is None:
+        return
+    done = await trust_bundle.publish(runtime.client, place, before, ready.trust_pem.decode())
+    previous = st.condition_of(conditions, trust_bundle.CONDITION) or {}
+    if (previous.get("reason"), previous.get("message")) != (done.reason, done.message):
+        report = logger.info if done.published else logger.warning
+        report(f"trust bundle: reason={done.reason} message={done.message!r}")
+    writer.condition(trust_bundle.CONDITION, done.published, done.reason, done.message, now, generation)
+    writer.trust_bundle(
+        {
+            "configMap": f"{place.namespace}/{place.config_map}",
+            "key": trust_bundle.BUNDLE_KEY,
+            "signerName": place.signer_name,
+            "clusterTrustBundle": place.cluster_trust_bundle,
+        }
+    )
 
 
 def announce_policy(body: kopf.Body) -> None:
@@ -275,6 +332,25 @@ def announce_policy(body: kopf.Body) -> None:
     except TrustedIssuerError:
         return
     kopf.warn(body, reason=api.REASON_POLICY_TIGHTENED, message=tightening_message(policy))
+
+
+def _rotating(status: IssuerStatus) -> bool:
+    """A rotation in a phase that advances by time (Distributing, Signing) or by publication (Retiring)."""
+    phase = (status.rotation_phase or {}).get("phase")
+    return status.next_key is not None or phase in ("Distributing", "Signing", "Retiring")
+
+
+def _phase_due(status: IssuerStatus, now: datetime) -> bool:
+    """Is the rotation's next step due: its recorded time passed (a cache: reconciling re-derives it, so a
+    wrong one only costs a reconciliation), or a Retiring phase waiting on its publication?"""
+    report = status.rotation_phase or {}
+    if report.get("phase") == "Retiring" and not report.get("held"):
+        return True
+    for when in ((status.next_key or {}).get("signFrom"), report.get("advancesAt")):
+        with contextlib.suppress(ValueError):
+            if when and now >= rotation.parse_time(str(when)):
+                return True
+    return False
 
 
 def _provisioning(status: Mapping[str, Any], **_: Any) -> bool:
@@ -316,15 +392,14 @@ def _register(kind: str, plural: str) -> None:
         plural,
         id="rotate",
         interval=ROTATION_TICK,
-        when=lambda status, **_: IssuerStatus(status).next_key is not None,
+        when=lambda status, **_: _rotating(IssuerStatus(status)),
     )
     async def rotate_handler(
         body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
-        # During a rotation overlap: switch to the new key as soon as it is due, not a minute later.
+        # During a rotation: advance a phase as soon as it is due, not a minute later.
         runtime: Runtime = memo["runtime"]
-        upcoming = IssuerStatus.of(body).next_key or {}
-        if "signFrom" not in upcoming or runtime.clock() < rotation.parse_time(str(upcoming["signFrom"])):
+        if not _phase_due(IssuerStatus.of(body), runtime.clock()):
             return
         with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
             await _reconcile_and_report(kind, body, patch, memo, 0, logger)

@@ -18,6 +18,9 @@ from issuer.durations import parse_duration
 from issuer.errors import ConfigurationError, PermanentError
 from issuer.signer.api import Algorithm, Policy
 
+#: The rotation phases ``spec.key.rotation.hold`` may hold (``rotation_phases.Phase``).
+HOLDABLE_PHASES = ("Distributing", "Signing", "Retiring")
+
 
 class KeySource(enum.StrEnum):
     GENERATE = "generate"
@@ -44,6 +47,8 @@ class Rotation:
     generation: int = 0
     overlap: timedelta = timedelta(hours=24)
     destroy_retired: bool = False
+    #: ``hold``: the phase (``Distributing``, ``Signing``, ``Retiring``) the rotation must not leave.
+    hold: str | None = None
 
 
 def _invalid(message: str) -> PermanentError:
@@ -109,7 +114,13 @@ class IssuerSpec:
                 generation=int(rotation_block.get("generation", 0)),
                 overlap=parse_duration(str(rotation_block.get("overlap", "24h"))),
                 destroy_retired=rotation_block.get("retiredKeyPolicy") == "Destroy",
+                hold=str(rotation_block["hold"]) if rotation_block.get("hold") else None,
             )
+            if rotation.hold is not None and rotation.hold not in HOLDABLE_PHASES:
+                raise _invalid(
+                    f"spec.key.rotation.hold must be one of {', '.join(HOLDABLE_PHASES)}, "
+                    f"not {rotation.hold!r}"
+                )
             if rotation.generation < 0:
                 raise _invalid("spec.key.rotation.generation must not be negative")
             if rotation.generation and (key_source, ca_source) != (KeySource.GENERATE, CASource.SELF_SIGNED):

@@ -30,6 +30,8 @@ CA_CSR = "caCSR"
 WRAPPING_KEY = "wrappingKey"
 KEY_IMPORT = "keyImport"
 KEY_QUOTA = "keyQuota"
+ROTATION = "rotation"
+TRUST_BUNDLE = "trustBundle"
 CONDITIONS = "conditions"
 OBSERVED_GENERATION = "observedGeneration"
 
@@ -57,6 +59,11 @@ class IssuerStatus:
     @property
     def retired_keys(self) -> list[Mapping[str, Any]]:
         return list(self.raw.get(RETIRED_KEYS) or [])
+
+    @property
+    def rotation_phase(self) -> Mapping[str, Any] | None:
+        """``rotation``: the phase of the latest key rotation, when it may advance and what it waits for."""
+        return self.raw.get(ROTATION) or None
 
     @property
     def ca_certificates(self) -> list[Mapping[str, Any]]:
@@ -89,9 +96,25 @@ class IssuerStatus:
         return bool(self.wrapping_key or self.ca_csr) and not self.ready
 
 
-def retired_record(handle: KeyHandle, generation: int, now: datetime) -> dict[str, Any]:
-    """An entry of ``retiredKeys``."""
-    return {KEY_HANDLE: handle.to_status(), "generation": generation, "retiredAt": rfc3339(now)}
+def retired_record(
+    handle: KeyHandle,
+    generation: int,
+    now: datetime,
+    trust_until: datetime | None = None,
+    max_duration_seconds: int | None = None,
+) -> dict[str, Any]:
+    """An entry of ``retiredKeys``: when the key stopped signing, and (a cache, re-derived on every use)
+    until when its CA stays in the trust bundle and the longest lifetime it could give then."""
+    record: dict[str, Any] = {
+        KEY_HANDLE: handle.to_status(),
+        "generation": generation,
+        "retiredAt": rfc3339(now),
+    }
+    if trust_until is not None:
+        record["trustUntil"] = rfc3339(trust_until)
+    if max_duration_seconds is not None:
+        record["maxDurationSeconds"] = max_duration_seconds
+    return record
 
 
 def next_key_record(
@@ -169,6 +192,14 @@ class StatusPatch:
         self.target[CONDITIONS] = conditions.set_condition(
             self.target.get(CONDITIONS), kind, status, reason, message, now, generation
         )
+
+    def rotation_phase(self, report: Mapping[str, Any] | None) -> None:
+        """``rotation``: the phase report (None: no rotation was ever asked for)."""
+        self.target[ROTATION] = dict(report) if report is not None else None
+
+    def trust_bundle(self, where: Mapping[str, Any]) -> None:
+        """``trustBundle``: where the bundle was published (a report: the place is always re-derived)."""
+        self.target[TRUST_BUNDLE] = dict(where)
 
     def key_quota(self, usage: Mapping[str, Any]) -> None:
         """``keyQuota``: the scope's keys as counted in the token and its share (a report, not an input)."""

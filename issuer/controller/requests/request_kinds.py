@@ -20,7 +20,7 @@ from issuer import api
 from issuer.clock import rfc3339
 from issuer.controller import conditions as st
 from issuer.controller.kubeapi import KubeClient
-from issuer.controller.registry import IssuerRef, issuer_ref
+from issuer.controller.registry import IssuerRef, issuer_ref, signer_name
 from issuer.controller.requests import status as request_status
 from issuer.durations import parse_duration
 from issuer.errors import PermanentError
@@ -196,13 +196,6 @@ class SigningRequestKind(RequestKind):
             }
         )
         return {"conditions": conditions}
-
-
-def signer_name(ref: IssuerRef) -> str:
-    kind, namespace, name = ref
-    if kind == api.ISSUER_KIND:
-        return f"{api.ISSUER_PLURAL}.{api.GROUP}/{namespace}.{name}"
-    return f"{api.CLUSTER_ISSUER_PLURAL}.{api.GROUP}/{name}"
 
 
 def issuer_of_signer(signer: str) -> IssuerRef | None:
