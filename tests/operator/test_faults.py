@@ -292,6 +292,25 @@ def _worker_pids(cluster: Cluster) -> list[int]:
     return workers
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User plus system CPU ticks of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _signing_now(workers: list[int]) -> int | None:
+    """The worker that is computing right now (its CPU time moved over 50 ms): in SoftHSM2 the
+    signature is computed in the worker's own process, so that worker is mid-task."""
+    before = {pid: _cpu_ticks(pid) for pid in workers}
+    time.sleep(0.05)
+    moved = {pid: _cpu_ticks(pid) - before[pid] for pid in workers}
+    busiest = max(moved, key=lambda pid: moved[pid], default=None)
+    return busiest if busiest is not None and moved[busiest] > 0 else None
+
+
 def _metric(cluster: Cluster, name: str) -> float:
     port = cluster.operator.env["TRUSTED_ISSUER_METRICS_PORT"]
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
@@ -326,9 +345,12 @@ def test_worker_killed_while_signing_request_retried_pool_heals(tmp_path: Path) 
             if killed and not busy:
                 break
             workers = _worker_pids(cluster)
-            if len(workers) == 2 and busy:
-                os.kill(workers[0], signal.SIGKILL)
-                killed.append(workers[0])
+            # Kill the worker that is computing, not one that happens to wait for its next task: a
+            # kill between tasks proves only the restart, not the retry of a request mid-signature.
+            target = _signing_now(workers) if len(workers) == 2 and busy else None
+            if target is not None:
+                os.kill(target, signal.SIGKILL)
+                killed.append(target)
                 time.sleep(0.3)
             time.sleep(0.02)
         assert killed, "no worker was killed: the burst was over too soon"
